@@ -1,0 +1,439 @@
+"""Image augmentations for MAE pre-training.
+
+Two flavours of the same augmentation (random resized crop + horizontal flip + normalise, the
+only augmentations the MAE paper uses for pre-training):
+
+- :class:`MAETransform` works on one image at a time inside a ``Dataset`` and is a drop-in for
+  ``lightly.transforms.MAETransform``: with the same torch seed it gives the same tensor.
+- :class:`BatchedMAEAugment` works on a whole batch that is already on the accelerator, with a
+  different crop and flip per sample but no Python loop over the batch and no host syncs, so the
+  data loader only has to decode and collate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.transforms import v2
+
+from ssl_mae._validation import check_tensor, to_2tuple
+
+IMAGENET_NORMALIZE: dict[str, list[float]] = {
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
+"""Per-channel mean and std of ImageNet RGB images scaled to [0, 1] (same as Lightly/timm)."""
+
+# Computed once from all 60,000 training images in
+# /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz: pixel values divided by 255, then
+# the mean and the population std over every pixel of every image (0.28604..., 0.35302...).
+FASHION_MNIST_NORMALIZE: dict[str, list[float]] = {"mean": [0.2860], "std": [0.3530]}
+"""Mean and std of Fashion-MNIST training pixels scaled to [0, 1] (one grayscale channel)."""
+
+Interpolation = Literal["bilinear", "bicubic", "nearest"]
+
+
+def _check_normalize(normalize: object, name: str = "normalize") -> tuple[list[float], list[float]]:
+    """Checks a ``{"mean": [...], "std": [...]}`` dict and returns (mean, std) as float lists."""
+    if not isinstance(normalize, dict):
+        raise TypeError(
+            f'{name} must be None or a dict with keys "mean" and "std", got {normalize!r}'
+        )
+    missing = [key for key in ("mean", "std") if key not in normalize]
+    if missing:
+        raise ValueError(
+            f'{name} must have keys "mean" and "std", missing {missing} in {normalize!r}'
+        )
+    values: dict[str, list[float]] = {}
+    for key in ("mean", "std"):
+        entries = normalize[key]
+        if (
+            not isinstance(entries, Sequence)
+            or isinstance(entries, str)
+            or len(entries) == 0
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entries)
+        ):
+            raise TypeError(f'{name}["{key}"] must be a non-empty list of floats, got {entries!r}')
+        values[key] = [float(v) for v in entries]
+    mean, std = values["mean"], values["std"]
+    if len(mean) != len(std):
+        raise ValueError(
+            f'{name}["mean"] and {name}["std"] must have the same length, got '
+            f"{len(mean)} and {len(std)} entries ({normalize!r})"
+        )
+    if not all(s > 0 for s in std):
+        raise ValueError(f'{name}["std"] must be positive, got {std}')
+    return mean, std
+
+
+def _check_min_scale(min_scale: object) -> float:
+    if isinstance(min_scale, bool) or not isinstance(min_scale, (int, float)):
+        raise TypeError(f"min_scale must be a float in (0, 1], got {min_scale!r}")
+    if not 0.0 < float(min_scale) <= 1.0:
+        raise ValueError(f"min_scale must be in (0, 1], got {min_scale!r}")
+    return float(min_scale)
+
+
+def _check_channels(num_channels: int, num_entries: int) -> None:
+    """A 1-entry normalisation applies to every channel; otherwise counts must match.
+
+    Without this check a 3-entry mean broadcasts a 1-channel image to 3 channels and the model
+    silently trains on garbage.
+    """
+    if num_entries not in (1, num_channels):
+        raise ValueError(
+            f"normalize has {num_entries} mean/std entries but the image has {num_channels} "
+            f"channel(s); pass a normalize dict with 1 or {num_channels} entries "
+            f"(e.g. FASHION_MNIST_NORMALIZE for grayscale), normalize=None, or convert the image"
+        )
+
+
+class MAETransform:
+    """Implements the view augmentation of MAE [0], compatible with Lightly's ``MAETransform``.
+
+    Applies ``RandomResizedCrop(input_size, scale=(min_scale, 1), bicubic)``,
+    ``RandomHorizontalFlip()``, conversion to a float tensor in [0, 1] and ``Normalize``, with the
+    torchvision v2 transforms in the same order as Lightly, so the same torch seed gives the same
+    output for the same image.
+
+    Input to this transform:
+        PIL image (any mode with 8-bit bands, e.g. ``"L"``, ``"RGB"``, ``"RGBA"``) or tensor of
+        shape (C, H, W) with any C, either ``uint8`` in [0, 255] or floating point in [0, 1].
+
+    Output of this transform:
+        List holding one float tensor of shape (C, input_h, input_w).
+
+    - [0]: Masked Autoencoder, 2021, https://arxiv.org/abs/2111.06377
+
+    Args:
+        input_size: Output size in pixels, an int for square outputs or (height, width).
+        min_scale: Smallest crop area as a fraction of the image area, in (0, 1].
+        normalize: Dict with ``"mean"`` and ``"std"`` lists, one entry per channel (or one entry
+            applied to every channel); ``None`` returns values in [0, 1].
+    """
+
+    def __init__(
+        self,
+        input_size: int | tuple[int, int] = 224,
+        min_scale: float = 0.2,
+        normalize: dict[str, list[float]] | None = IMAGENET_NORMALIZE,
+    ) -> None:
+        self.input_size = to_2tuple(input_size, "input_size")
+        self.min_scale = _check_min_scale(min_scale)
+        self.normalize = normalize
+        self._mean_std = None if normalize is None else _check_normalize(normalize)
+        self.transform = v2.Compose(
+            [
+                # Lightly passes an int straight through; a (h, w) pair of equal sides crops
+                # identically, so parity holds either way.
+                v2.RandomResizedCrop(
+                    self.input_size,
+                    scale=(self.min_scale, 1.0),
+                    interpolation=v2.InterpolationMode.BICUBIC,
+                    antialias=True,
+                ),
+                v2.RandomHorizontalFlip(),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+            ]
+        )
+
+    def __call__(self, image: Image.Image | Tensor) -> list[Tensor]:
+        """Applies the augmentation to one image.
+
+        Args:
+            image: PIL image, or tensor of shape (C, H, W) (``uint8`` or float in [0, 1]).
+
+        Returns:
+            List with one float tensor of shape (C, input_h, input_w).
+        """
+        is_tensor = isinstance(image, Tensor)
+        if is_tensor:
+            tensor = check_tensor(image, "image", ndim=3, shape_doc="(C, H, W)")
+            if not (tensor.is_floating_point() or tensor.dtype == torch.uint8):
+                raise TypeError(
+                    f"image must be a uint8 or floating point tensor, got dtype {tensor.dtype}"
+                )
+            num_channels = tensor.shape[0]
+        elif isinstance(image, Image.Image):
+            num_channels = len(image.getbands())
+        else:
+            raise TypeError(
+                f"image must be a PIL image or a (C, H, W) torch.Tensor, got {type(image)}"
+            )
+        # Check before drawing random numbers so a failed call leaves the RNG untouched.
+        if self._mean_std is not None:
+            _check_channels(num_channels, len(self._mean_std[0]))
+
+        view: Tensor = self.transform(image).as_subclass(Tensor)
+        if is_tensor and view.is_floating_point():
+            # Bicubic resampling overshoots; PIL saturates uint8 images, do the same for floats.
+            view = view.clamp(0.0, 1.0)
+        if self._mean_std is not None:
+            mean, std = self._mean_std
+            if len(mean) == 1:
+                mean, std = mean * num_channels, std * num_channels
+            view = v2.functional.normalize(view, mean=mean, std=std)
+        return [view]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(input_size={self.input_size}, min_scale={self.min_scale}, "
+            f"normalize={self.normalize})"
+        )
+
+
+class CropParams(NamedTuple):
+    """Per-sample random resized crop and flip parameters, all tensors of shape (B,).
+
+    Attributes:
+        top: Row of the crop's top edge in input pixels (long).
+        left: Column of the crop's left edge in input pixels (long).
+        height: Crop height in input pixels (long), ``1 <= height <= H``.
+        width: Crop width in input pixels (long), ``1 <= width <= W``.
+        flip: Whether the sample is mirrored left-right (bool).
+    """
+
+    top: Tensor
+    left: Tensor
+    height: Tensor
+    width: Tensor
+    flip: Tensor
+
+
+class BatchedMAEAugment(nn.Module):
+    """Random resized crop + horizontal flip + normalise for a whole batch on its own device.
+
+    Crop boxes are drawn like torchvision's ``RandomResizedCrop.get_params``: up to 10 tries of
+    area fraction ``U(min_scale, 1)`` and log aspect ratio ``U(log ratio)``, the first box that
+    fits is used, and a central crop clamped to the ratio range is the fallback. All tries are
+    drawn at once for every sample, and the crops are resampled in a single
+    ``affine_grid``/``grid_sample`` pass, so there is no loop over the batch and no host sync.
+
+    Output pixel ``x`` samples input column ``left + (x + 0.5) * width / out_w - 0.5``, i.e. pixel
+    centres map to pixel centres: an identity crop reproduces the input (up to float rounding).
+    Unlike torchvision there is no antialiasing when crops are shrunk by large factors.
+
+    Args:
+        input_size: Output size, an int for square outputs or (height, width).
+        min_scale: Smallest crop area as a fraction of the image area, in (0, 1].
+        ratio: Range (min, max) of crop aspect ratios width / height, with 0 < min <= max.
+        hflip_prob: Probability of a horizontal flip, in [0, 1].
+        normalize: Dict with ``"mean"`` and ``"std"`` (1 or C entries); ``None`` skips it.
+        interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"`` (``grid_sample`` modes).
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self,
+        input_size: int | tuple[int, int] = 224,
+        min_scale: float = 0.2,
+        ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+        hflip_prob: float = 0.5,
+        normalize: dict[str, list[float]] | None = IMAGENET_NORMALIZE,
+        interpolation: Interpolation = "bilinear",
+    ) -> None:
+        super().__init__()
+        self.input_size = to_2tuple(input_size, "input_size")
+        self.min_scale = _check_min_scale(min_scale)
+        if (
+            not isinstance(ratio, Sequence)
+            or len(ratio) != 2
+            or not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in ratio)
+        ):
+            raise TypeError(f"ratio must be a (min, max) pair of floats, got {ratio!r}")
+        if not 0.0 < ratio[0] <= ratio[1] or not math.isfinite(ratio[1]):
+            raise ValueError(f"ratio must satisfy 0 < min <= max < inf, got {ratio!r}")
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        if isinstance(hflip_prob, bool) or not isinstance(hflip_prob, (int, float)):
+            raise TypeError(f"hflip_prob must be a float in [0, 1], got {hflip_prob!r}")
+        if not 0.0 <= hflip_prob <= 1.0:
+            raise ValueError(f"hflip_prob must be in [0, 1], got {hflip_prob!r}")
+        self.hflip_prob = float(hflip_prob)
+        if interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ValueError(
+                "interpolation must be one of 'bilinear', 'bicubic', 'nearest', "
+                f"got {interpolation!r}"
+            )
+        self.interpolation: Interpolation = interpolation
+        self.normalize = normalize
+        mean, std = ([], []) if normalize is None else _check_normalize(normalize)
+        # Buffers follow module.to(device); not persistent since they are config, not state.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
+
+    def sample_params(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> CropParams:
+        """Draws a crop box and a flip flag for every sample.
+
+        Args:
+            batch_size: Number of samples B.
+            height: Input image height H in pixels.
+            width: Input image width W in pixels.
+            generator: Random generator; numbers are drawn on its device. ``None`` uses the
+                default generator of ``device``.
+            device: Device of the returned tensors (default: the generator's device, else CPU).
+
+        Returns:
+            :class:`CropParams` with tensors of shape (B,) on ``device``.
+        """
+        for name, value in (("batch_size", batch_size), ("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        draw_device = generator.device if generator is not None else torch.device(device or "cpu")
+        out_device = torch.device(device) if device is not None else draw_device
+        tries = 10
+        # float64 keeps rounding of the box sides as close to torchvision's Python floats as
+        # possible; MPS has no float64.
+        dtype = torch.float32 if draw_device.type == "mps" else torch.float64
+        # All tries of all samples in one draw: the stream layout is fixed, hence reproducible.
+        uniform = torch.rand(
+            (4, batch_size, tries), generator=generator, device=draw_device, dtype=dtype
+        )
+        u_area, u_ratio, u_top, u_left = uniform
+        area = float(height * width)
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        target_area = area * (self.min_scale + (1.0 - self.min_scale) * u_area)
+        aspect = torch.exp(log_lo + (log_hi - log_lo) * u_ratio)
+        crop_w = torch.round(torch.sqrt(target_area * aspect))
+        crop_h = torch.round(torch.sqrt(target_area / aspect))
+        fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
+        # argmax returns the first maximum, i.e. the first try that fits (as torchvision's loop).
+        first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)
+        any_fits = fits.any(dim=1)
+
+        def pick(values: Tensor) -> Tensor:
+            return values.gather(1, first).squeeze(1)
+
+        crop_h, crop_w = pick(crop_h), pick(crop_w)
+        # Offsets uniform over all positions that keep the box inside the image; the clamp guards
+        # against u * n rounding up to n.
+        top = torch.minimum(torch.floor(pick(u_top) * (height - crop_h + 1)), height - crop_h)
+        left = torch.minimum(torch.floor(pick(u_left) * (width - crop_w + 1)), width - crop_w)
+
+        fallback_h, fallback_w = self._fallback_size(height, width)
+        crop_h = torch.where(any_fits, crop_h, float(fallback_h))
+        crop_w = torch.where(any_fits, crop_w, float(fallback_w))
+        top = torch.where(any_fits, top, float((height - fallback_h) // 2))
+        left = torch.where(any_fits, left, float((width - fallback_w) // 2))
+
+        flip = torch.rand(batch_size, generator=generator, device=draw_device) < self.hflip_prob
+        return CropParams(
+            top=top.long().to(out_device),
+            left=left.long().to(out_device),
+            height=crop_h.long().to(out_device),
+            width=crop_w.long().to(out_device),
+            flip=flip.to(out_device),
+        )
+
+    def _fallback_size(self, height: int, width: int) -> tuple[int, int]:
+        """Central-crop size used when no try fits: the whole image, cut to the ratio range."""
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            return round(width / self.ratio[0]), width
+        if in_ratio > self.ratio[1]:
+            return height, round(height * self.ratio[1])
+        return height, width
+
+    def apply_params(self, images: Tensor, params: CropParams) -> Tensor:
+        """Crops, resizes, flips and normalises ``images`` with given parameters.
+
+        Args:
+            images: (B, C, H, W), ``uint8`` in [0, 255] or floating point in [0, 1].
+            params: Crop boxes and flips, tensors of shape (B,) (see :meth:`sample_params`).
+
+        Returns:
+            (B, C, out_h, out_w) floating point tensor (float32 for ``uint8`` input, else the input
+            dtype), normalised if ``normalize`` was given.
+        """
+        images = self._check_images(images)
+        batch, channels, height, width = images.shape
+        if not isinstance(params, CropParams):
+            raise TypeError(f"params must be a CropParams, got {type(params)}")
+        if any(p.shape != (batch,) for p in params):
+            raise ValueError(
+                f"params must hold tensors of shape (B,) = ({batch},), got shapes "
+                f"{[tuple(p.shape) for p in params]}"
+            )
+        if self.normalize is not None:
+            _check_channels(channels, self.mean.numel())
+
+        if images.is_floating_point():
+            pixels, scale = images, 1.0
+        else:
+            pixels, scale = images.float(), 1.0 / 255.0
+        dtype, device = pixels.dtype, pixels.device
+        top, left, crop_h, crop_w = (p.to(device=device, dtype=dtype) for p in params[:4])
+        sign = 1.0 - 2.0 * params.flip.to(device=device, dtype=dtype)
+        # affine_grid (align_corners=False) yields output pixel centres in [-1, 1]; mapping them
+        # with scale size_crop / size_in and shift (2 * start + size_crop) / size_in - 1 lands them
+        # on the crop's pixel centres in grid_sample's normalised input coordinates. A negative x
+        # scale mirrors the crop.
+        theta = torch.zeros(batch, 2, 3, device=device, dtype=dtype)
+        theta[:, 0, 0] = sign * crop_w / width
+        theta[:, 0, 2] = (2.0 * left + crop_w) / width - 1.0
+        theta[:, 1, 1] = crop_h / height
+        theta[:, 1, 2] = (2.0 * top + crop_h) / height - 1.0
+        out_h, out_w = self.input_size
+        grid = F.affine_grid(theta, [batch, channels, out_h, out_w], align_corners=False)
+        out = F.grid_sample(
+            pixels, grid, mode=self.interpolation, padding_mode="border", align_corners=False
+        )
+        if self.interpolation == "bicubic":
+            # Bicubic overshoots at edges; keep values inside the valid pixel range.
+            out = out.clamp(0.0, 255.0 if scale != 1.0 else 1.0)
+        if scale != 1.0:
+            out = out * scale
+        if self.normalize is not None:
+            mean = self.mean.to(device=device, dtype=dtype).view(-1, 1, 1)
+            std = self.std.to(device=device, dtype=dtype).view(-1, 1, 1)
+            out = (out - mean) / std
+        return out
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augments every sample of ``images`` with its own random crop and flip.
+
+        Args:
+            images: (B, C, H, W), ``uint8`` in [0, 255] or floating point in [0, 1], any device.
+            generator: Random generator for reproducible augmentation. For a fully asynchronous
+                pipeline use one on the same device as ``images``.
+
+        Returns:
+            (B, C, out_h, out_w) floating point tensor on the device of ``images``.
+        """
+        images = self._check_images(images)
+        batch, _, height, width = images.shape
+        params = self.sample_params(batch, height, width, generator, device=images.device)
+        return self.apply_params(images, params)
+
+    @staticmethod
+    def _check_images(images: Any) -> Tensor:
+        tensor = check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)")
+        if not (tensor.is_floating_point() or tensor.dtype == torch.uint8):
+            raise TypeError(
+                f"images must be a uint8 or floating point tensor, got dtype {tensor.dtype}"
+            )
+        if tensor.shape[0] == 0 or tensor.shape[2] == 0 or tensor.shape[3] == 0:
+            raise ValueError(f"images must be non-empty, got shape {tuple(tensor.shape)}")
+        return tensor
+
+    def extra_repr(self) -> str:
+        return (
+            f"input_size={self.input_size}, min_scale={self.min_scale}, ratio={self.ratio}, "
+            f"hflip_prob={self.hflip_prob}, normalize={self.normalize}, "
+            f"interpolation={self.interpolation!r}"
+        )
