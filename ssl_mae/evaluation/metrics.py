@@ -1,0 +1,88 @@
+"""Top-k accuracy and the argument checks shared by the evaluation protocols."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssl_mae._validation import check_positive_int, check_tensor
+
+
+def topk_accuracy(scores: Tensor, labels: Tensor, topk: tuple[int, ...] = (1, 5)) -> list[float]:
+    """Fraction of samples whose label is among the ``k`` highest scores, for each ``k``.
+
+    ``k`` larger than the number of classes is capped (top-5 of a 3-class problem is 1.0).
+
+    Args:
+        scores: (M, C) class scores or logits; higher means more likely.
+        labels: (M,) integer labels in [0, C).
+        topk: The ``k`` values to report.
+
+    Returns:
+        One accuracy in [0, 1] per entry of ``topk``.
+    """
+    check_tensor(scores, "scores", ndim=2, shape_doc="(M, C)")
+    check_labels(labels, "labels", scores.shape[1], scores.shape[0])
+    if scores.shape[0] == 0:
+        raise ValueError("scores must hold at least one sample, got shape (0, C)")
+    for k in topk:
+        check_positive_int(k, "topk entries")
+    max_k = min(max(topk), scores.shape[1])
+    ranked = scores.topk(max_k, dim=1).indices
+    hits = ranked == labels.to(ranked.device).unsqueeze(1)
+    return [hits[:, : min(k, max_k)].any(dim=1).float().mean().item() for k in topk]
+
+
+def check_features(features: object, name: str) -> Tensor:
+    """Checks an (N, D) floating point feature tensor with at least one row."""
+    tensor = check_tensor(features, name, ndim=2, shape_doc="(N, D)", floating=True)
+    if tensor.shape[0] == 0 or tensor.shape[1] == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def check_labels(labels: object, name: str, num_classes: int, length: int | None = None) -> Tensor:
+    """Checks a (N,) integer label tensor whose values lie in [0, num_classes)."""
+    tensor = check_tensor(labels, name, ndim=1, shape_doc="(N,)", integer=True)
+    if length is not None and tensor.shape[0] != length:
+        raise ValueError(
+            f"{name} must have one label per sample ({length}), got {tensor.shape[0]} labels"
+        )
+    if tensor.numel() > 0:
+        low, high = int(tensor.min()), int(tensor.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"{name} must lie in [0, {num_classes - 1}] for num_classes={num_classes}, got "
+                f"values in [{low}, {high}]"
+            )
+    return tensor
+
+
+def check_same_dim(a: Tensor, a_name: str, b: Tensor, b_name: str) -> None:
+    """Checks that two (N, D) feature tensors share the feature dimension D."""
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"{a_name} and {b_name} must have the same feature dimension, got {a.shape[1]} and "
+            f"{b.shape[1]}"
+        )
+
+
+def check_nonnegative_float(value: float, name: str) -> float:
+    """Checks a finite float >= 0 (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float >= 0, got {value!r}")
+    if not (value >= 0 and value != float("inf")):
+        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+    return float(value)
+
+
+def check_positive_float(value: float, name: str) -> float:
+    """Checks a finite float > 0 (bools rejected)."""
+    if check_nonnegative_float(value, name) == 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def resolve_device(device: torch.device | str | None, default: torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, or ``default`` when it is None."""
+    return default if device is None else torch.device(device)
