@@ -1,0 +1,109 @@
+"""The MAE reconstruction loss: mean squared error on the masked patches only."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ssl_mae import masking
+from ssl_mae._validation import check_tensor
+
+__all__ = ["MAELoss", "masked_patch_targets", "normalize_patches"]
+
+
+def normalize_patches(patches: Tensor, eps: float = 1e-6) -> Tensor:
+    """Normalises every patch by its own mean and variance (the official ``norm_pix_loss``).
+
+    The variance is the unbiased one, ``(x - mean) / sqrt(var + eps)``, as in the official code.
+
+    Args:
+        patches: (..., P) patches.
+        eps: Added to the variance.
+
+    Returns:
+        (..., P) normalised patches.
+    """
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True)
+    return (patches - mean) / (var + eps) ** 0.5
+
+
+def masked_patch_targets(
+    images: Tensor, patch_size: int, idx_mask: Tensor, num_prefix_tokens: int = 1
+) -> Tensor:
+    """Pixel targets of the masked patches for the ``idx_mask`` convention.
+
+    ``idx_mask`` indexes the full token sequence, so the prefix tokens are subtracted here once
+    (Lightly's examples hard-code ``idx_mask - 1``, which breaks without a class token or with
+    register tokens).
+
+    Args:
+        images: (B, C, H, W) images.
+        patch_size: Patch size p.
+        idx_mask: (B, K) masked positions over the full sequence.
+        num_prefix_tokens: Number of prefix tokens in that sequence.
+
+    Returns:
+        (B, K, p * p * C) target patches in ``idx_mask`` order.
+    """
+    patches = masking.patchify(images, patch_size)
+    return masking.get_at_index(patches, idx_mask - num_prefix_tokens)
+
+
+class MAELoss(nn.Module):
+    """Mean squared error over masked patches, optionally with per-patch normalised targets.
+
+    Two call styles:
+
+    * ``loss(pred, target)`` with predictions and targets of the masked patches only
+      (B, K, P): the mean over all of them.
+    * ``loss(pred, target, mask)`` with all patches (B, L, P) and the official binary mask
+      (B, L), 1 = masked: the per-patch error averaged over masked patches only.
+
+    The error is computed in float32 even under fp16/bf16 autocast.
+
+    Args:
+        norm_pix: Normalise each target patch by its mean and variance (official formula).
+        eps: Added to the patch variance when ``norm_pix`` is set.
+    """
+
+    def __init__(self, norm_pix: bool = False, eps: float = 1e-6) -> None:
+        super().__init__()
+        if not isinstance(norm_pix, bool):
+            raise TypeError(f"norm_pix must be a bool, got {norm_pix!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps!r}")
+        self.norm_pix = norm_pix
+        self.eps = eps
+
+    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Computes the loss.
+
+        Args:
+            pred: (B, K, P) predicted patches.
+            target: (B, K, P) target patches (raw pixels; normalised here if ``norm_pix``).
+            mask: Optional (B, K) mask, 1 for patches that count.
+
+        Returns:
+            Scalar loss tensor (float32).
+        """
+        check_tensor(pred, "pred", ndim=3, shape_doc="(B, K, P)", floating=True)
+        check_tensor(target, "target", ndim=3, shape_doc="(B, K, P)", floating=True)
+        if pred.shape != target.shape:
+            raise ValueError(
+                f"pred and target must have the same shape (B, K, P), got {tuple(pred.shape)} "
+                f"and {tuple(target.shape)}"
+            )
+        target = target.float()
+        if self.norm_pix:
+            target = normalize_patches(target, self.eps)
+        per_patch = (pred.float() - target).pow(2).mean(dim=-1)
+        if mask is None:
+            return per_patch.mean()
+        check_tensor(mask, "mask", ndim=2, shape_doc="(B, K)")
+        if tuple(mask.shape) != tuple(per_patch.shape):
+            raise ValueError(
+                f"mask must have shape (B, K) = {tuple(per_patch.shape)}, got {tuple(mask.shape)}"
+            )
+        mask = mask.to(per_patch.dtype)
+        # With mask ratio 0 there is nothing to reconstruct: return 0 rather than 0/0.
+        return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)

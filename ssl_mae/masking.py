@@ -1,0 +1,365 @@
+"""Masking, token indexing and patchify utilities — the first step of the MAE data path.
+
+Two index conventions are supported because the two big MAE code bases use them:
+
+* Lightly style, ``idx_keep`` / ``idx_mask``: integer indices over the **full** token sequence,
+  prefix tokens included (index 0 is the class token when there is one). Produced by
+  :func:`random_token_mask`.
+* Official / Hugging Face style, ``ids_keep`` / ``ids_restore`` / ``mask``: indices over the
+  **patch** tokens only; ``ids_restore`` undoes the random shuffle and ``mask`` is 1 for removed
+  patches. Produced by :func:`random_masking`.
+
+Both draw the number of kept patches the same way as the official code,
+``int(num_patches * (1 - mask_ratio))``, so for 196 patches and ratio 0.75 exactly 147 patches are
+masked, and the same ``noise`` gives the same split in both conventions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssl_mae._validation import (
+    check_index,
+    check_mask_ratio,
+    check_positive_int,
+    check_tensor,
+    to_2tuple,
+)
+
+__all__ = [
+    "get_at_index",
+    "mask_at_index",
+    "num_patches_to_keep",
+    "patchify",
+    "prepend_class_token",
+    "random_masking",
+    "random_token_mask",
+    "repeat_token",
+    "restore_index",
+    "set_at_index",
+    "unpatchify",
+]
+
+
+def num_patches_to_keep(num_patches: int, mask_ratio: float) -> int:
+    """Number of visible patches, computed as in the official MAE: ``int(L * (1 - ratio))``."""
+    return int(num_patches * (1 - mask_ratio))
+
+
+def _check_noise(noise: Tensor, batch_size: int, length: int, what: str) -> Tensor:
+    check_tensor(noise, "noise", ndim=2, shape_doc=f"(B, {what})", floating=True)
+    if tuple(noise.shape) != (batch_size, length):
+        raise ValueError(
+            f"noise must have shape (B, {what}) = ({batch_size}, {length}), "
+            f"got {tuple(noise.shape)}"
+        )
+    return noise
+
+
+def random_token_mask(
+    size: tuple[int, int],
+    mask_ratio: float = 0.75,
+    mask_class_token: bool = False,
+    num_prefix_tokens: int = 1,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Draws random keep/mask indices over a token sequence (Lightly convention).
+
+    Prefix tokens (class and register tokens, the first ``num_prefix_tokens`` positions) are
+    always kept and come first in ``idx_keep``, unless ``mask_class_token=True``, in which case
+    every position takes part in the draw. Patches are ordered by ascending noise, so the kept
+    patches are the ``num_keep`` smallest noise values.
+
+    Args:
+        size: ``(batch_size, sequence_length)``, the sequence length including prefix tokens.
+        mask_ratio: Fraction of patch tokens to mask, in [0, 1).
+        mask_class_token: If True, prefix tokens may be masked too.
+        num_prefix_tokens: Number of prefix tokens at the start of the sequence.
+        device: Device of the returned indices (ignored when ``noise`` is given).
+        generator: Random generator for reproducible masks.
+        noise: Optional noise of shape (B, L_patches), or (B, L) with ``mask_class_token=True``.
+            The same noise always gives the same masks.
+
+    Returns:
+        ``(idx_keep, idx_mask)`` of shapes (B, num_prefix_tokens + num_keep) and
+        (B, L_patches - num_keep), both int64 indices into the full sequence.
+    """
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in size)
+    ):
+        raise TypeError(f"size must be a (batch_size, sequence_length) pair of ints, got {size!r}")
+    batch_size, sequence_length = size
+    if batch_size < 0 or sequence_length < 1:
+        raise ValueError(
+            f"size must be (batch_size >= 0, sequence_length >= 1), got {tuple(size)!r}"
+        )
+    mask_ratio = check_mask_ratio(mask_ratio)
+    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
+        raise TypeError(f"num_prefix_tokens must be an int, got {num_prefix_tokens!r}")
+    if not 0 <= num_prefix_tokens < sequence_length:
+        raise ValueError(
+            f"num_prefix_tokens must be in [0, {sequence_length - 1}] for sequence length "
+            f"{sequence_length}, got {num_prefix_tokens}"
+        )
+
+    num_fixed = 0 if mask_class_token else num_prefix_tokens
+    num_maskable = sequence_length - num_fixed
+    num_keep = num_patches_to_keep(num_maskable, mask_ratio)
+    if num_fixed + num_keep == 0:
+        raise ValueError(
+            f"mask_ratio={mask_ratio} keeps no token at all for sequence length "
+            f"{sequence_length}; lower mask_ratio"
+        )
+    if noise is None:
+        noise = torch.rand(batch_size, num_maskable, device=device, generator=generator)
+    else:
+        what = "L" if mask_class_token else "L_patches"
+        _check_noise(noise, batch_size, num_maskable, what)
+
+    order = torch.argsort(noise, dim=1) + num_fixed
+    idx_mask = order[:, num_keep:]
+    idx_keep = order[:, :num_keep]
+    if num_fixed:
+        prefix = torch.arange(num_fixed, device=order.device).expand(batch_size, num_fixed)
+        idx_keep = torch.cat([prefix, idx_keep], dim=1)
+    return idx_keep, idx_mask
+
+
+def random_masking(
+    x: Tensor,
+    mask_ratio: float,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-sample random masking by shuffling patch tokens (official MAE / Hugging Face).
+
+    Args:
+        x: Patch tokens (B, L, D), without prefix tokens.
+        mask_ratio: Fraction of tokens to remove, in [0, 1).
+        noise: Optional (B, L) noise; tokens with the smallest noise are kept.
+        generator: Random generator used when ``noise`` is None.
+
+    Returns:
+        ``(x_kept, mask, ids_restore)``: kept tokens (B, L_keep, D) in ascending-noise order,
+        the binary mask (B, L) with 0 for kept and 1 for removed tokens (in the original order,
+        float32), and ``ids_restore`` (B, L) such that
+        ``gather(cat(x_kept, removed), ids_restore)`` is the original order.
+    """
+    check_tensor(x, "x", ndim=3, shape_doc="(B, L, D)")
+    mask_ratio = check_mask_ratio(mask_ratio)
+    batch_size, length, dim = x.shape
+    len_keep = num_patches_to_keep(length, mask_ratio)
+    if noise is None:
+        noise = torch.rand(batch_size, length, device=x.device, generator=generator)
+    else:
+        _check_noise(noise, batch_size, length, "L")
+        noise = noise.to(x.device)
+
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    x_kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
+
+    mask = torch.ones(batch_size, length, device=x.device)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    return x_kept, mask, ids_restore
+
+
+def restore_index(idx_keep: Tensor, idx_mask: Tensor) -> Tensor:
+    """Inverse permutation of ``cat(idx_keep, idx_mask)``.
+
+    ``gather(cat(tokens_at_keep, tokens_at_mask), restore_index(...))`` puts every token back at
+    its original position. This replaces a scatter of (B, L, D) values by a scatter of (B, L)
+    integers plus a gather, which is cheaper and deterministic on GPUs.
+
+    Args:
+        idx_keep: (B, K) indices, ``idx_mask``: (B, L - K) indices; together a permutation of
+            ``range(L)`` for every sample.
+
+    Returns:
+        (B, L) int64 tensor.
+    """
+    order = torch.cat([idx_keep, idx_mask], dim=1)
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
+def _expand_index(index: Tensor, tokens: Tensor) -> Tensor:
+    return index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+
+
+def _check_tokens_and_index(tokens: Tensor, index: Tensor) -> None:
+    check_tensor(tokens, "tokens", ndim=3, shape_doc="(B, L, D)")
+    check_index(index, "index", sequence_length=tokens.shape[1], batch_size=tokens.shape[0])
+
+
+def get_at_index(tokens: Tensor, index: Tensor) -> Tensor:
+    """Selects tokens at the given positions.
+
+    Args:
+        tokens: (B, L, D) tokens.
+        index: (B, K) int64 positions in [0, L).
+
+    Returns:
+        (B, K, D) selected tokens.
+    """
+    _check_tokens_and_index(tokens, index)
+    return torch.gather(tokens, 1, _expand_index(index, tokens))
+
+
+def set_at_index(tokens: Tensor, index: Tensor, value: Tensor) -> Tensor:
+    """Returns a copy of ``tokens`` with ``value`` written at the given positions.
+
+    ``value`` is cast to the dtype of ``tokens``, so mixing fp32 buffers with fp16/bf16
+    activations under autocast works.
+
+    Args:
+        tokens: (B, L, D) tokens.
+        index: (B, K) int64 positions in [0, L).
+        value: (B, K, D) values.
+
+    Returns:
+        (B, L, D) tokens.
+    """
+    _check_tokens_and_index(tokens, index)
+    check_tensor(value, "value", ndim=3, shape_doc="(B, K, D)")
+    expected = (*index.shape, tokens.shape[-1])
+    if tuple(value.shape) != expected:
+        raise ValueError(f"value must have shape (B, K, D) = {expected}, got {tuple(value.shape)}")
+    return torch.scatter(tokens, 1, _expand_index(index, tokens), value.to(tokens.dtype))
+
+
+def mask_at_index(tokens: Tensor, index: Tensor, mask_token: Tensor) -> Tensor:
+    """Replaces the tokens at the given positions with the mask token.
+
+    Args:
+        tokens: (B, L, D) tokens.
+        index: (B, K) int64 positions in [0, L).
+        mask_token: (1, 1, D) mask token.
+
+    Returns:
+        (B, L, D) tokens in the dtype of ``tokens``.
+    """
+    _check_tokens_and_index(tokens, index)
+    is_masked = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    is_masked.scatter_(1, index, True)
+    return torch.where(is_masked.unsqueeze(-1), mask_token.to(tokens.dtype), tokens)
+
+
+def repeat_token(token: Tensor, size: tuple[int, int]) -> Tensor:
+    """Repeats a (1, 1, D) token into a (B, L, D) tensor.
+
+    Args:
+        token: (1, 1, D) token.
+        size: ``(batch_size, sequence_length)``.
+    """
+    check_tensor(token, "token", ndim=3, shape_doc="(1, 1, D)")
+    batch_size, sequence_length = size
+    return token.expand(batch_size, sequence_length, -1)
+
+
+def prepend_class_token(tokens: Tensor, class_token: Tensor) -> Tensor:
+    """Prepends a class token to every sequence.
+
+    Args:
+        tokens: (B, L, D) tokens.
+        class_token: (1, 1, D) class token (or (1, K, D) for several prefix tokens).
+
+    Returns:
+        (B, K + L, D) tokens.
+    """
+    check_tensor(tokens, "tokens", ndim=3, shape_doc="(B, L, D)")
+    check_tensor(class_token, "class_token", ndim=3, shape_doc="(1, K, D)")
+    prefix = class_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+    return torch.cat([prefix, tokens], dim=1)
+
+
+def patchify(images: Tensor, patch_size: int) -> Tensor:
+    """Cuts images into flattened patches (official MAE / Lightly layout).
+
+    Patches are ordered row-major over the patch grid; inside a patch, pixels are ordered
+    (row p, column q, channel c).
+
+    Args:
+        images: (B, C, H, W) images; H and W must be multiples of ``patch_size``.
+        patch_size: Patch side length in pixels.
+
+    Returns:
+        (B, H/p * W/p, p * p * C) patches.
+    """
+    check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)")
+    patch_size = check_positive_int(patch_size, "patch_size")
+    batch_size, channels, height, width = images.shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(
+            f"images height and width must be multiples of patch_size={patch_size}, "
+            f"got {height}x{width}"
+        )
+    grid_h, grid_w = height // patch_size, width // patch_size
+    x = images.reshape(batch_size, channels, grid_h, patch_size, grid_w, patch_size)
+    x = x.permute(0, 2, 4, 3, 5, 1)  # (B, h, w, p, q, C)
+    return x.reshape(batch_size, grid_h * grid_w, patch_size * patch_size * channels)
+
+
+def unpatchify(
+    patches: Tensor,
+    patch_size: int,
+    channels: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
+) -> Tensor:
+    """Inverse of :func:`patchify`.
+
+    Args:
+        patches: (B, L, p * p * C) patches.
+        patch_size: Patch side length in pixels.
+        channels: Number of image channels; inferred from the patch length when None.
+        image_size: ``(H, W)`` of the image (or an int for square images); when None the patch
+            grid is assumed square.
+
+    Returns:
+        (B, C, H, W) images.
+    """
+    check_tensor(patches, "patches", ndim=3, shape_doc="(B, L, p*p*C)")
+    patch_size = check_positive_int(patch_size, "patch_size")
+    batch_size, length, patch_dim = patches.shape
+    pixels = patch_size * patch_size
+    if channels is None:
+        if patch_dim % pixels:
+            raise ValueError(
+                f"patches last dim ({patch_dim}) must be a multiple of patch_size**2 ({pixels})"
+            )
+        channels = patch_dim // pixels
+    channels = check_positive_int(channels, "channels")
+    if patch_dim != pixels * channels:
+        raise ValueError(
+            f"patches last dim must be patch_size**2 * channels = {pixels * channels}, "
+            f"got {patch_dim}"
+        )
+    if image_size is None:
+        side = round(length**0.5)
+        if side * side != length:
+            raise ValueError(
+                f"cannot infer a square patch grid from {length} patches; pass image_size=(H, W)"
+            )
+        grid_h = grid_w = side
+    else:
+        height, width = to_2tuple(image_size, "image_size")
+        if height % patch_size or width % patch_size:
+            raise ValueError(
+                f"image_size must be a multiple of patch_size={patch_size}, got {height}x{width}"
+            )
+        grid_h, grid_w = height // patch_size, width // patch_size
+        if grid_h * grid_w != length:
+            raise ValueError(
+                f"image_size {height}x{width} with patch_size={patch_size} gives "
+                f"{grid_h * grid_w} patches, but patches has {length}"
+            )
+    x = patches.reshape(batch_size, grid_h, grid_w, patch_size, patch_size, channels)
+    x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, q)
+    return x.reshape(batch_size, channels, grid_h * patch_size, grid_w * patch_size)

@@ -1,0 +1,257 @@
+"""The MAE decoder: embeds visible tokens, fills in mask tokens, decodes and predicts pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, cast
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from ssl_mae import masking
+from ssl_mae._validation import check_index, check_positive_int, check_tensor, to_2tuple
+from ssl_mae.modules.masked_vision_transformer import init_mae_weights
+from ssl_mae.pos_embed import get_2d_sincos_pos_embed
+
+__all__ = ["MAEDecoder"]
+
+_LAYER_NORM_EPS6 = partial(nn.LayerNorm, eps=1e-6)
+
+
+class MAEDecoder(nn.Module):
+    """Lightweight transformer decoder of MAE (drop-in for Lightly's ``MAEDecoderTIMM``).
+
+    Parameter names match Lightly's ``MAEDecoderTIMM`` (``decoder_embed``, ``mask_token``,
+    ``decoder_pos_embed``, ``decoder_blocks``, ``decoder_norm``, ``decoder_pred``) and, for the
+    blocks, the official MAE checkpoints. Unlike Lightly, the mask token is used by the decoder
+    itself (:meth:`predict_masked`, :meth:`predict_all`), so it receives a gradient every step.
+
+    Args:
+        num_patches: Number of patch tokens L of the full image.
+        patch_size: Patch side length p in pixels.
+        in_chans: Number of image channels C; predictions have p * p * C values per patch.
+        embed_dim: Token dimension of the encoder.
+        decoder_embed_dim: Token dimension of the decoder.
+        decoder_depth: Number of decoder blocks.
+        decoder_num_heads: Attention heads per decoder block.
+        num_prefix_tokens: Number of prefix tokens (class/register) in the encoder output; 0 for
+            encoders without class token (e.g. HiViT).
+        mlp_ratio: MLP hidden size ratio of the decoder blocks.
+        proj_drop_rate: Dropout after the attention/MLP projections.
+        attn_drop_rate: Attention dropout.
+        norm_layer: Normalisation layer factory.
+        initialize_weights: Apply the MAE initialisation.
+        mask_token: Optional (1, 1, decoder_embed_dim) mask token to share.
+        grid_size: Patch grid ``(h, w)`` for non-square images; square ``sqrt(num_patches)``
+            when None.
+        qkv_bias: Bias in the attention projections.
+    """
+
+    def __init__(
+        self,
+        num_patches: int,
+        patch_size: int,
+        in_chans: int = 3,
+        embed_dim: int = 1024,
+        decoder_embed_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_num_heads: int = 16,
+        num_prefix_tokens: int = 1,
+        mlp_ratio: float = 4.0,
+        proj_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        norm_layer: Callable[..., nn.Module] = _LAYER_NORM_EPS6,
+        initialize_weights: bool = True,
+        mask_token: nn.Parameter | None = None,
+        grid_size: int | tuple[int, int] | None = None,
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_patches = check_positive_int(num_patches, "num_patches")
+        self.patch_size = check_positive_int(patch_size, "patch_size")
+        self.in_chans = check_positive_int(in_chans, "in_chans")
+        check_positive_int(decoder_embed_dim, "decoder_embed_dim")
+        check_positive_int(decoder_num_heads, "decoder_num_heads")
+        if decoder_embed_dim % decoder_num_heads:
+            raise ValueError(
+                f"decoder_embed_dim ({decoder_embed_dim}) must be divisible by "
+                f"decoder_num_heads ({decoder_num_heads})"
+            )
+        if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
+            raise TypeError(f"num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}")
+        if num_prefix_tokens < 0:
+            raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
+        self.num_prefix_tokens = num_prefix_tokens
+        if grid_size is None:
+            side = round(num_patches**0.5)
+            if side * side != num_patches:
+                raise ValueError(
+                    f"num_patches={num_patches} is not a square grid; pass grid_size=(h, w)"
+                )
+            self.grid_size: tuple[int, int] = (side, side)
+        else:
+            self.grid_size = to_2tuple(grid_size, "grid_size")
+            if self.grid_size[0] * self.grid_size[1] != num_patches:
+                raise ValueError(
+                    f"grid_size {self.grid_size} does not hold num_patches={num_patches} patches"
+                )
+
+        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)
+        self.mask_token = (
+            mask_token
+            if mask_token is not None
+            else nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        )
+        self.decoder_pos_embed = nn.Parameter(
+            torch.zeros(1, num_patches + num_prefix_tokens, decoder_embed_dim),
+            requires_grad=False,
+        )
+        self.decoder_blocks = nn.Sequential(
+            *[
+                Block(
+                    decoder_embed_dim,
+                    decoder_num_heads,
+                    mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    proj_drop=proj_drop_rate,
+                    attn_drop=attn_drop_rate,
+                    norm_layer=cast(Any, norm_layer),
+                )
+                for _ in range(decoder_depth)
+            ]
+        )
+        self.decoder_norm = norm_layer(decoder_embed_dim)
+        self.decoder_pred = nn.Linear(
+            decoder_embed_dim, patch_size * patch_size * in_chans, bias=True
+        )
+        with torch.no_grad():
+            table = get_2d_sincos_pos_embed(decoder_embed_dim, self.grid_size, num_prefix_tokens)
+            self.decoder_pos_embed.copy_(table.unsqueeze(0))
+        if initialize_weights:
+            nn.init.normal_(self.mask_token, std=0.02)
+            self.apply(init_mae_weights)
+
+    @property
+    def sequence_length(self) -> int:
+        """Length of the decoder's token sequence: prefix tokens plus all patches."""
+        return self.num_patches + self.num_prefix_tokens
+
+    def embed(self, input: Tensor) -> Tensor:
+        """Projects encoder tokens (B, K, D_enc) to the decoder width (B, K, D_dec)."""
+        return cast(Tensor, self.decoder_embed(input))
+
+    def decode(self, input: Tensor) -> Tensor:
+        """Adds position embeddings, runs the decoder blocks and the final norm.
+
+        Args:
+            input: (B, P + L, D_dec) full token sequence (prefix tokens first).
+
+        Returns:
+            (B, P + L, D_dec) decoded tokens.
+        """
+        check_tensor(input, "input", ndim=3, shape_doc="(B, P + L, D_dec)")
+        if input.shape[1] != self.sequence_length:
+            raise ValueError(
+                f"input must hold the full sequence of {self.sequence_length} tokens "
+                f"({self.num_prefix_tokens} prefix + {self.num_patches} patches), "
+                f"got {input.shape[1]}"
+            )
+        x = input + self.decoder_pos_embed.to(input.dtype)
+        x = self.decoder_blocks(x)
+        return cast(Tensor, self.decoder_norm(x))
+
+    def predict(self, input: Tensor) -> Tensor:
+        """Predicts pixels (B, K, p * p * C) from decoded tokens (B, K, D_dec)."""
+        return cast(Tensor, self.decoder_pred(input))
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Embeds, decodes and predicts a full token sequence.
+
+        Args:
+            input: (B, P + L, D_enc) encoder tokens of the full sequence (e.g. with mask tokens
+                already in place).
+
+        Returns:
+            (B, P + L, p * p * C) predictions.
+        """
+        return self.predict(self.decode(self.embed(input)))
+
+    def insert_mask_tokens(self, visible: Tensor, ids_restore: Tensor) -> Tensor:
+        """Appends mask tokens to visible tokens and puts every token at its original position.
+
+        Args:
+            visible: (B, K, D_dec) embedded visible tokens, in the order the permutation
+                ``ids_restore`` expects them (first K entries of the shuffled sequence).
+            ids_restore: (B, N) permutation restoring the original order of the N tokens.
+
+        Returns:
+            (B, N, D_dec) tokens with the mask token at the N - K missing positions.
+        """
+        batch_size, num_visible, dim = visible.shape
+        num_missing = ids_restore.shape[1] - num_visible
+        mask_tokens = self.mask_token.to(visible.dtype).expand(batch_size, num_missing, dim)
+        shuffled = torch.cat([visible, mask_tokens], dim=1)
+        return torch.gather(shuffled, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))
+
+    def predict_masked(self, x_encoded: Tensor, idx_keep: Tensor, idx_mask: Tensor) -> Tensor:
+        """Predicts the pixels of the masked patches from the encoded visible tokens.
+
+        This is the whole MAE decoder step for the ``idx_keep``/``idx_mask`` convention; callers
+        never re-implement the scatter of visible tokens.
+
+        Args:
+            x_encoded: (B, K_keep, D_enc) encoder output for the tokens at ``idx_keep``.
+            idx_keep: (B, K_keep) kept positions over the full sequence (prefix included).
+            idx_mask: (B, K_mask) masked positions over the full sequence. Together with
+                ``idx_keep`` a permutation of the sequence (as from ``random_token_mask``).
+
+        Returns:
+            (B, K_mask, p * p * C) predicted pixels of the masked patches, in ``idx_mask`` order;
+            compare with ``get_at_index(patchify(images), idx_mask - num_prefix_tokens)``.
+        """
+        check_tensor(x_encoded, "x_encoded", ndim=3, shape_doc="(B, K_keep, D_enc)")
+        batch_size, length = x_encoded.shape[0], self.sequence_length
+        check_index(idx_keep, "idx_keep", length, batch_size)
+        check_index(idx_mask, "idx_mask", length, batch_size)
+        if idx_keep.shape[1] != x_encoded.shape[1]:
+            raise ValueError(
+                f"idx_keep must index the {x_encoded.shape[1]} tokens of x_encoded, "
+                f"got {idx_keep.shape[1]} indices"
+            )
+        if idx_keep.shape[1] + idx_mask.shape[1] != length:
+            raise ValueError(
+                f"idx_keep and idx_mask must together cover the {length} tokens of the sequence, "
+                f"got {idx_keep.shape[1]} + {idx_mask.shape[1]}"
+            )
+        ids_restore = masking.restore_index(idx_keep, idx_mask)
+        decoded = self.decode(self.insert_mask_tokens(self.embed(x_encoded), ids_restore))
+        dim = decoded.shape[-1]
+        at_mask = torch.gather(decoded, 1, idx_mask.unsqueeze(-1).expand(-1, -1, dim))
+        return self.predict(at_mask)
+
+    def predict_all(self, x_visible: Tensor, ids_restore: Tensor) -> Tensor:
+        """Predicts the pixels of every patch (official MAE ``forward_decoder``).
+
+        Args:
+            x_visible: (B, P + L_keep, D_enc) encoder output: prefix tokens first, then the kept
+                patches in shuffled (ascending-noise) order, as from ``random_masking``.
+            ids_restore: (B, L) permutation that restores the original patch order.
+
+        Returns:
+            (B, L, p * p * C) predictions for all patches (prefix tokens removed).
+        """
+        check_tensor(x_visible, "x_visible", ndim=3, shape_doc="(B, P + L_keep, D_enc)")
+        batch_size = x_visible.shape[0]
+        check_index(ids_restore, "ids_restore", self.num_patches, batch_size)
+        if ids_restore.shape[1] != self.num_patches:
+            raise ValueError(
+                f"ids_restore must have shape (B, {self.num_patches}), "
+                f"got {tuple(ids_restore.shape)}"
+            )
+        num_prefix = self.num_prefix_tokens
+        x = self.embed(x_visible)
+        restored = self.insert_mask_tokens(x[:, num_prefix:], ids_restore)
+        decoded = self.decode(torch.cat([x[:, :num_prefix], restored], dim=1))
+        return self.predict(decoded[:, num_prefix:])

@@ -1,0 +1,674 @@
+"""Vision Transformer encoders that encode only the visible tokens — the "encode" step of MAE.
+
+:class:`MaskedVisionTransformer` wraps a timm ``VisionTransformer`` (a drop-in for Lightly's
+``MaskedVisionTransformerTIMM``: same arguments, same state-dict keys under ``vit.``), and
+:class:`MaskedVisionTransformerTorchvision` gives a torchvision ``VisionTransformer`` the same
+interface. Both share one implementation of the token pipeline in :class:`MaskedEncoderBase`:
+
+    images ─ images_to_tokens ─ prepend_prefix_tokens ─ (mask_at_index) ─ add_pos_embed
+        ─ get_at_index(idx_keep) ─ norm_pre ─ blocks ─ norm
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ssl_mae import masking
+from ssl_mae._validation import check_index, check_tensor
+from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
+
+__all__ = [
+    "MaskedEncoderBase",
+    "MaskedVisionTransformer",
+    "MaskedVisionTransformerTorchvision",
+    "init_mae_weights",
+    "wrap_vit",
+]
+
+_WEIGHT_INITIALIZATIONS = ("", "skip")
+_POS_EMBED_INITIALIZATIONS = ("sincos", "learn", "skip")
+
+
+def init_mae_weights(module: nn.Module) -> None:
+    """MAE weight initialisation for one module: xavier-uniform Linear, unit LayerNorm."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+        nn.init.ones_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class MaskedEncoderBase(nn.Module):
+    """The masked token pipeline shared by every ViT backend.
+
+    Subclasses say how images become patch tokens and where the prefix tokens, the position
+    embedding, the blocks and the norms live; this class does the masking, the gathering of
+    visible tokens, the position-embedding resizing and the pooling once for all of them.
+
+    Attributes:
+        mask_token: (1, 1, D) learnable token used with ``idx_mask``/``mask``, or None.
+        antialias: Antialias when resizing the position embedding for other image sizes.
+    """
+
+    mask_token: nn.Parameter | None
+    antialias: bool
+    grad_checkpointing: bool
+
+    # --- backend interface -------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def embed_dim(self) -> int:
+        """Token dimension D."""
+
+    @property
+    @abstractmethod
+    def patch_size(self) -> int:
+        """Side length p of a (square) patch in pixels."""
+
+    @property
+    @abstractmethod
+    def in_chans(self) -> int:
+        """Number of image channels the patch embedding expects."""
+
+    @property
+    @abstractmethod
+    def grid_size(self) -> tuple[int, int]:
+        """Patch grid ``(h, w)`` at the native image size."""
+
+    @property
+    @abstractmethod
+    def num_prefix_tokens(self) -> int:
+        """Number of class + register tokens in front of the patch tokens."""
+
+    @abstractmethod
+    def prefix_tokens(self) -> Tensor | None:
+        """(1, num_prefix_tokens, D) prefix tokens, or None."""
+
+    @abstractmethod
+    def _patch_tokens(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) images → (B, H/p * W/p, D) patch tokens."""
+
+    @abstractmethod
+    def _pos_embed_param(self) -> tuple[Tensor | None, bool]:
+        """The position embedding and whether it covers the prefix tokens too."""
+
+    @abstractmethod
+    def _blocks(self) -> nn.Sequential | nn.ModuleList:
+        """The transformer blocks."""
+
+    def _norm_pre(self, tokens: Tensor) -> Tensor:
+        return tokens
+
+    def _pos_drop(self, tokens: Tensor) -> Tensor:
+        return tokens
+
+    @abstractmethod
+    def _norm(self, tokens: Tensor) -> Tensor:
+        """Final norm of the encoder."""
+
+    def _global_pool(self) -> str:
+        return "token" if self.num_prefix_tokens else "avg"
+
+    # --- shared implementation ---------------------------------------------------------------
+    @property
+    def num_patches(self) -> int:
+        """Number of patch tokens at the native image size."""
+        grid_h, grid_w = self.grid_size
+        return grid_h * grid_w
+
+    @property
+    def sequence_length(self) -> int:
+        """Length of the full token sequence (prefix + patches) at the native image size."""
+        return self.num_patches + self.num_prefix_tokens
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in the backward pass to save memory."""
+        self.grad_checkpointing = enable
+
+    def check_images(self, images: Tensor) -> tuple[int, int]:
+        """Validates an image batch and returns its patch grid ``(h, w)``.
+
+        Args:
+            images: (B, C, H, W) float images.
+        """
+        check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)", floating=True)
+        _, channels, height, width = images.shape
+        if channels != self.in_chans:
+            raise ValueError(
+                f"images must have {self.in_chans} channels (the model's in_chans), got {channels} "
+                f"(shape {tuple(images.shape)})"
+            )
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(
+                f"images height and width must be multiples of the patch size {p}, "
+                f"got {height}x{width}"
+            )
+        return height // p, width // p
+
+    def images_to_tokens(self, images: Tensor) -> Tensor:
+        """Embeds images into patch tokens (no prefix tokens).
+
+        Args:
+            images: (B, C, H, W) images.
+
+        Returns:
+            (B, H/p * W/p, D) patch tokens.
+        """
+        self.check_images(images)
+        return self._patch_tokens(images)
+
+    def prepend_prefix_tokens(self, x: Tensor) -> Tensor:
+        """Prepends the class and register tokens.
+
+        Args:
+            x: (B, L, D) patch tokens.
+
+        Returns:
+            (B, num_prefix_tokens + L, D) tokens.
+        """
+        prefix = self.prefix_tokens()
+        if prefix is None:
+            return x
+        return masking.prepend_class_token(x, prefix)
+
+    def pos_embed_for_grid(self, grid_size: tuple[int, int]) -> Tensor | None:
+        """The position embedding for a patch grid, resized bicubically when it differs from
+        the native grid. Returns (1, [P +] h * w, D) or None when the model has none."""
+        pos_embed, covers_prefix = self._pos_embed_param()
+        if pos_embed is None or tuple(grid_size) == self.grid_size:
+            return pos_embed
+        return interpolate_pos_embed(
+            pos_embed,
+            new_grid=grid_size,
+            num_prefix_tokens=self.num_prefix_tokens if covers_prefix else 0,
+            old_grid=self.grid_size,
+            antialias=self.antialias,
+        )
+
+    def add_pos_embed(self, x: Tensor, grid_size: tuple[int, int] | None = None) -> Tensor:
+        """Adds the position embedding to a full token sequence.
+
+        Args:
+            x: (B, P + h * w, D) tokens, prefix tokens first.
+            grid_size: Patch grid ``(h, w)``; the native grid when None.
+
+        Returns:
+            (B, P + h * w, D) tokens.
+        """
+        grid = self.grid_size if grid_size is None else grid_size
+        pos_embed = self.pos_embed_for_grid(grid)
+        if pos_embed is not None:
+            _, covers_prefix = self._pos_embed_param()
+            if covers_prefix:
+                x = x + pos_embed
+            else:
+                num_prefix = self.num_prefix_tokens
+                x = torch.cat([x[:, :num_prefix], x[:, num_prefix:] + pos_embed], dim=1)
+        return self._pos_drop(x)
+
+    def preprocess(
+        self,
+        images: Tensor,
+        idx_mask: Tensor | None = None,
+        idx_keep: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """Turns images into the (optionally masked) token sequence fed to the blocks.
+
+        Args:
+            images: (B, C, H, W) images.
+            idx_mask: (B, K_mask) positions (over the full sequence) replaced by the mask token.
+            idx_keep: (B, K_keep) positions (over the full sequence) to keep; only those are
+                returned, after masking and position embedding.
+            mask: (B, L) boolean mask over the full sequence, True = replace by the mask token.
+
+        Returns:
+            (B, K_keep or P + L, D) tokens.
+        """
+        if idx_mask is not None and mask is not None:
+            raise ValueError("idx_mask and mask cannot both be set; pass one of them")
+        grid = self.check_images(images)
+        tokens = self._patch_tokens(images)
+        tokens = self.prepend_prefix_tokens(tokens)
+        batch_size, length = tokens.shape[:2]
+        if idx_mask is not None or mask is not None:
+            if self.mask_token is None:
+                raise ValueError(
+                    "idx_mask/mask need a mask token, but this encoder was built with "
+                    "use_mask_token=False"
+                )
+            if idx_mask is not None:
+                check_index(idx_mask, "idx_mask", length, batch_size)
+                tokens = masking.mask_at_index(tokens, idx_mask, self.mask_token)
+            elif mask is not None:
+                check_tensor(mask, "mask", ndim=2, shape_doc="(B, L)")
+                if tuple(mask.shape) != (batch_size, length):
+                    raise ValueError(
+                        f"mask must have shape (B, L) = ({batch_size}, {length}), "
+                        f"got {tuple(mask.shape)}"
+                    )
+                token = self.mask_token.to(tokens.dtype)
+                tokens = torch.where(mask.bool().unsqueeze(-1), token, tokens)
+        tokens = self.add_pos_embed(tokens, grid)
+        if idx_keep is not None:
+            check_index(idx_keep, "idx_keep", length, batch_size)
+            tokens = torch.gather(tokens, 1, idx_keep.unsqueeze(-1).expand(-1, -1, tokens.shape[2]))
+        return tokens
+
+    def _run_blocks(self, tokens: Tensor, keep_intermediates: bool) -> tuple[Tensor, list[Tensor]]:
+        intermediates: list[Tensor] = []
+        for block in self._blocks():
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                tokens = cast(Tensor, checkpoint(block, tokens, use_reentrant=False))
+            else:
+                tokens = block(tokens)
+            if keep_intermediates:
+                intermediates.append(tokens)
+        return tokens, intermediates
+
+    def encode(
+        self,
+        images: Tensor,
+        idx_mask: Tensor | None = None,
+        idx_keep: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """Encodes images, optionally only the visible tokens.
+
+        Args:
+            images: (B, C, H, W) images.
+            idx_mask: (B, K_mask) positions replaced by the mask token (see :meth:`preprocess`).
+            idx_keep: (B, K_keep) positions to keep; the blocks only see those tokens.
+            mask: (B, L) boolean mask, alternative to ``idx_mask``.
+
+        Returns:
+            (B, K_keep or P + L, D) encoded tokens after the final norm.
+        """
+        tokens = self.preprocess(images, idx_mask=idx_mask, idx_keep=idx_keep, mask=mask)
+        tokens = self._norm_pre(tokens)
+        tokens, _ = self._run_blocks(tokens, keep_intermediates=False)
+        return self._norm(tokens)
+
+    def forward_intermediates(
+        self,
+        images: Tensor,
+        idx_mask: Tensor | None = None,
+        idx_keep: Tensor | None = None,
+        norm: bool = False,
+        mask: Tensor | None = None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Encodes images and also returns the output of every block.
+
+        Args:
+            images: (B, C, H, W) images.
+            idx_mask: See :meth:`encode`.
+            idx_keep: See :meth:`encode`.
+            norm: Apply the final norm to each intermediate output.
+            mask: See :meth:`encode`.
+
+        Returns:
+            ``(tokens, intermediates)``: the normed final tokens (B, K, D) and a list with one
+            (B, K, D) tensor per block.
+        """
+        tokens = self.preprocess(images, idx_mask=idx_mask, idx_keep=idx_keep, mask=mask)
+        tokens = self._norm_pre(tokens)
+        tokens, intermediates = self._run_blocks(tokens, keep_intermediates=True)
+        if norm:
+            intermediates = [self._norm(t) for t in intermediates]
+        return self._norm(tokens), intermediates
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        """Pools encoded tokens (B, K, D) into one (B, D) feature per image: the class token
+        for token pooling, the mean of the patch tokens for average pooling."""
+        global_pool = self._global_pool()
+        if global_pool == "avg":
+            return tokens[:, self.num_prefix_tokens :].mean(dim=1)
+        if global_pool:
+            return tokens[:, 0]
+        return tokens
+
+    def forward(
+        self,
+        images: Tensor,
+        idx_mask: Tensor | None = None,
+        idx_keep: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """Encodes and pools images into one feature vector each.
+
+        Args:
+            images: (B, C, H, W) images.
+            idx_mask: See :meth:`encode`.
+            idx_keep: See :meth:`encode`.
+            mask: See :meth:`encode`.
+
+        Returns:
+            (B, D) pooled features (class token, or mean of patch tokens, as the ViT's
+            ``global_pool`` says; the unpooled tokens when it is empty).
+        """
+        return self.pool(self.encode(images, idx_mask=idx_mask, idx_keep=idx_keep, mask=mask))
+
+
+def _check_choice(value: str, name: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _is_torchvision_vit(model: nn.Module) -> bool:
+    return (
+        hasattr(model, "conv_proj") and hasattr(model, "encoder") and hasattr(model, "class_token")
+    )
+
+
+class MaskedVisionTransformer(MaskedEncoderBase):
+    """Masked encoder over a timm ``VisionTransformer``.
+
+    A drop-in for Lightly's ``MaskedVisionTransformerTIMM``: same arguments, same state-dict keys
+    (``vit.*`` and ``mask_token``). Supports class token on/off, register tokens, ``in_chans`` other
+    than 3, non-square images and other image sizes (the position embedding is resized
+    bicubically).
+
+    Args:
+        vit: The timm ``VisionTransformer`` to wrap; its parameters are used as they are.
+        mask_token: (1, 1, D) mask token to use; a zero-initialised one is created when None.
+        weight_initialization: ``""`` applies the MAE initialisation (xavier-uniform linear and
+            patch projection, N(0, 0.02) class/register tokens), ``"skip"`` keeps the weights.
+        pos_embed_initialization: ``"sincos"`` fills the position embedding with the fixed 2-D
+            sin-cos embedding and freezes it, ``"learn"`` re-initialises it as a learnable
+            N(0, 0.02) parameter, ``"skip"`` leaves it unchanged (e.g. for pretrained weights).
+        antialias: Antialias when resizing the position embedding.
+        use_mask_token: Create a mask token. MAE only drops tokens (``idx_keep``), so models set
+            this to False to avoid a parameter that never receives a gradient (which would force
+            DDP's ``find_unused_parameters=True``).
+    """
+
+    vit: Any  # timm VisionTransformer; typed loosely because its attributes vary by version
+
+    def __init__(
+        self,
+        vit: nn.Module,
+        mask_token: nn.Parameter | None = None,
+        weight_initialization: str = "",
+        pos_embed_initialization: str = "sincos",
+        antialias: bool = True,
+        use_mask_token: bool = True,
+    ) -> None:
+        super().__init__()
+        if _is_torchvision_vit(vit):
+            raise TypeError(
+                "vit is a torchvision VisionTransformer; wrap it with "
+                "MaskedVisionTransformerTorchvision (or ssl_mae.modules.wrap_vit)"
+            )
+        for attribute in ("patch_embed", "blocks", "norm", "embed_dim", "num_prefix_tokens"):
+            if not hasattr(vit, attribute):
+                raise TypeError(
+                    f"vit must be a timm VisionTransformer (missing attribute {attribute!r}), "
+                    f"got {type(vit).__name__}"
+                )
+        _check_choice(weight_initialization, "weight_initialization", _WEIGHT_INITIALIZATIONS)
+        _check_choice(
+            pos_embed_initialization, "pos_embed_initialization", _POS_EMBED_INITIALIZATIONS
+        )
+        self.vit = vit
+        patch = self.vit.patch_embed.patch_size
+        patch_pair = (patch, patch) if isinstance(patch, int) else tuple(patch)
+        if patch_pair[0] != patch_pair[1]:
+            raise ValueError(f"vit patch_size must be square, got {patch_pair}")
+        if mask_token is not None:
+            self.mask_token = mask_token
+        elif use_mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
+        else:
+            self.mask_token = None
+        self.antialias = antialias
+        self.grad_checkpointing = False
+        if weight_initialization != "skip":
+            self._initialize_weights()
+        self._initialize_pos_embed(pos_embed_initialization)
+
+    @classmethod
+    def from_timm(
+        cls, name_or_kwargs: str | dict[str, Any] = "vit_tiny_patch16_224", **kwargs: Any
+    ) -> MaskedVisionTransformer:
+        """Builds the wrapped timm ViT from a model name or ``VisionTransformer`` kwargs.
+
+        Args:
+            name_or_kwargs: A timm model name (created with ``pretrained=False`` and no
+                classifier head) or a dict of ``timm.models.VisionTransformer`` arguments.
+            **kwargs: Passed to this class (e.g. ``pos_embed_initialization``).
+        """
+        from timm.models.vision_transformer import VisionTransformer
+
+        if isinstance(name_or_kwargs, str):
+            import timm
+
+            try:
+                vit = timm.create_model(name_or_kwargs, pretrained=False, num_classes=0)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"name_or_kwargs {name_or_kwargs!r} is not a timm model name ({error})"
+                ) from None
+            if not isinstance(vit, VisionTransformer):
+                raise TypeError(
+                    f"name_or_kwargs {name_or_kwargs!r} builds a {type(vit).__name__}, "
+                    "not a timm VisionTransformer"
+                )
+        elif isinstance(name_or_kwargs, dict):
+            vit = VisionTransformer(**{"num_classes": 0, **name_or_kwargs})
+        else:
+            raise TypeError(
+                f"name_or_kwargs must be a timm model name or a dict of VisionTransformer "
+                f"arguments, got {type(name_or_kwargs).__name__}"
+            )
+        return cls(vit, **kwargs)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.vit.embed_dim)
+
+    @property
+    def patch_size(self) -> int:
+        patch = self.vit.patch_embed.patch_size
+        return int(patch if isinstance(patch, int) else patch[0])
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.vit.patch_embed.proj.in_channels)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        grid = self.vit.patch_embed.grid_size
+        return int(grid[0]), int(grid[1])
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.vit.num_prefix_tokens)
+
+    def prefix_tokens(self) -> Tensor | None:
+        tokens = [t for t in (self.vit.cls_token, self.vit.reg_token) if t is not None]
+        return torch.cat(tokens, dim=1) if tokens else None
+
+    def _patch_tokens(self, images: Tensor) -> Tensor:
+        patch_embed = self.vit.patch_embed
+        proj = getattr(patch_embed, "proj", None)
+        if not isinstance(proj, nn.Conv2d):
+            return cast(Tensor, patch_embed(images))
+        # Same computation as timm's PatchEmbed, without its fixed-image-size assertion, so
+        # other image sizes work through position-embedding interpolation.
+        tokens = proj(images).flatten(2).transpose(1, 2)
+        return cast(Tensor, patch_embed.norm(tokens))
+
+    def _pos_embed_param(self) -> tuple[Tensor | None, bool]:
+        return self.vit.pos_embed, not self.vit.no_embed_class
+
+    def _blocks(self) -> nn.Sequential | nn.ModuleList:
+        return cast(nn.Sequential, self.vit.blocks)
+
+    def _norm_pre(self, tokens: Tensor) -> Tensor:
+        return cast(Tensor, self.vit.norm_pre(tokens))
+
+    def _pos_drop(self, tokens: Tensor) -> Tensor:
+        return cast(Tensor, self.vit.pos_drop(tokens))
+
+    def _norm(self, tokens: Tensor) -> Tensor:
+        return cast(Tensor, self.vit.norm(tokens))
+
+    def _global_pool(self) -> str:
+        return str(getattr(self.vit, "global_pool", "token"))
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        attn_pool = getattr(self.vit, "attn_pool", None)
+        if attn_pool is not None:
+            return cast(Tensor, attn_pool(tokens))
+        return super().pool(tokens)
+
+    def _initialize_weights(self) -> None:
+        weight = self.vit.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        for token in (self.vit.cls_token, self.vit.reg_token):
+            if token is not None:
+                nn.init.normal_(token, std=0.02)
+        self.apply(init_mae_weights)
+
+    def _initialize_pos_embed(self, strategy: str) -> None:
+        pos_embed = self.vit.pos_embed
+        if pos_embed is None or strategy == "skip":
+            return
+        if strategy == "learn":
+            nn.init.normal_(pos_embed, std=0.02)
+            pos_embed.requires_grad_(True)
+            return
+        num_prefix = 0 if self.vit.no_embed_class else self.num_prefix_tokens
+        table = get_2d_sincos_pos_embed(self.embed_dim, self.grid_size, num_prefix)
+        with torch.no_grad():
+            pos_embed.copy_(table.unsqueeze(0))
+        pos_embed.requires_grad_(False)
+
+
+class MaskedVisionTransformerTorchvision(MaskedEncoderBase):
+    """Masked encoder over a torchvision ``VisionTransformer`` (``vit_b_16`` and friends).
+
+    Same interface as :class:`MaskedVisionTransformer`; the torchvision model keeps its own
+    parameter names under ``vit.`` (``vit.conv_proj``, ``vit.class_token``,
+    ``vit.encoder.pos_embedding``, ``vit.encoder.layers``, ``vit.encoder.ln``).
+
+    Args:
+        vit: The torchvision ``VisionTransformer``.
+        mask_token: Optional (1, 1, D) mask token.
+        weight_initialization: ``""`` (MAE initialisation) or ``"skip"``.
+        pos_embed_initialization: ``"sincos"``, ``"learn"`` or ``"skip"``.
+        antialias: Antialias when resizing the position embedding.
+        use_mask_token: Create a mask token (see :class:`MaskedVisionTransformer`).
+    """
+
+    vit: Any  # torchvision VisionTransformer
+
+    def __init__(
+        self,
+        vit: nn.Module,
+        mask_token: nn.Parameter | None = None,
+        weight_initialization: str = "",
+        pos_embed_initialization: str = "sincos",
+        antialias: bool = True,
+        use_mask_token: bool = True,
+    ) -> None:
+        super().__init__()
+        if not _is_torchvision_vit(vit):
+            raise TypeError(
+                f"vit must be a torchvision VisionTransformer, got {type(vit).__name__}"
+            )
+        _check_choice(weight_initialization, "weight_initialization", _WEIGHT_INITIALIZATIONS)
+        _check_choice(
+            pos_embed_initialization, "pos_embed_initialization", _POS_EMBED_INITIALIZATIONS
+        )
+        self.vit = vit
+        if mask_token is not None:
+            self.mask_token = mask_token
+        elif use_mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
+        else:
+            self.mask_token = None
+        self.antialias = antialias
+        self.grad_checkpointing = False
+        if weight_initialization != "skip":
+            weight = self.vit.conv_proj.weight.data
+            nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+            nn.init.normal_(self.vit.class_token, std=0.02)
+            self.vit.encoder.layers.apply(init_mae_weights)
+            self.vit.encoder.ln.apply(init_mae_weights)
+        pos_embed = self.vit.encoder.pos_embedding
+        if pos_embed_initialization == "sincos":
+            table = get_2d_sincos_pos_embed(self.embed_dim, self.grid_size, 1)
+            with torch.no_grad():
+                pos_embed.copy_(table.unsqueeze(0))
+            pos_embed.requires_grad_(False)
+        elif pos_embed_initialization == "learn":
+            nn.init.normal_(pos_embed, std=0.02)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.vit.hidden_dim)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.vit.patch_size)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.vit.conv_proj.in_channels)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        side = int(self.vit.image_size) // self.patch_size
+        return side, side
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1
+
+    def prefix_tokens(self) -> Tensor | None:
+        return cast(Tensor, self.vit.class_token)
+
+    def _patch_tokens(self, images: Tensor) -> Tensor:
+        return cast(Tensor, self.vit.conv_proj(images).flatten(2).transpose(1, 2))
+
+    def _pos_embed_param(self) -> tuple[Tensor | None, bool]:
+        return cast(Tensor, self.vit.encoder.pos_embedding), True
+
+    def _pos_drop(self, tokens: Tensor) -> Tensor:
+        return cast(Tensor, self.vit.encoder.dropout(tokens))
+
+    def _blocks(self) -> nn.Sequential | nn.ModuleList:
+        return cast(nn.Sequential, self.vit.encoder.layers)
+
+    def _norm(self, tokens: Tensor) -> Tensor:
+        return cast(Tensor, self.vit.encoder.ln(tokens))
+
+    def _global_pool(self) -> str:
+        return "token"
+
+
+def wrap_vit(vit: nn.Module, **kwargs: Any) -> MaskedEncoderBase:
+    """Wraps a timm or torchvision ViT into the matching masked encoder.
+
+    An already wrapped encoder is returned as it is.
+
+    Args:
+        vit: timm ``VisionTransformer``, torchvision ``VisionTransformer`` or a
+            :class:`MaskedEncoderBase`.
+        **kwargs: Passed to the wrapper (e.g. ``weight_initialization="skip"``).
+    """
+    if isinstance(vit, MaskedEncoderBase):
+        return vit
+    if _is_torchvision_vit(vit):
+        return MaskedVisionTransformerTorchvision(vit, **kwargs)
+    return MaskedVisionTransformer(vit, **kwargs)
