@@ -372,11 +372,12 @@ class BatchedMAEAugment(nn.Module):
         if self.normalize is not None:
             _check_channels(channels, self.mean.numel())
 
-        if images.is_floating_point():
-            pixels, scale = images, 1.0
-        else:
-            pixels, scale = images.float(), 1.0 / 255.0
-        dtype, device = pixels.dtype, pixels.device
+        scale = 1.0 if images.is_floating_point() else 1.0 / 255.0
+        out_dtype = images.dtype if images.is_floating_point() else torch.float32
+        # Sampling coordinates in half precision would be off by about a pixel at 224 px, so
+        # float16/bfloat16 batches are resampled in float32 and cast back at the end.
+        dtype = torch.promote_types(out_dtype, torch.float32)
+        pixels, device = images.to(dtype), images.device
         top, left, crop_h, crop_w = (p.to(device=device, dtype=dtype) for p in params[:4])
         sign = 1.0 - 2.0 * params.flip.to(device=device, dtype=dtype)
         # affine_grid (align_corners=False) yields output pixel centres in [-1, 1]; mapping them
@@ -402,7 +403,7 @@ class BatchedMAEAugment(nn.Module):
             mean = self.mean.to(device=device, dtype=dtype).view(-1, 1, 1)
             std = self.std.to(device=device, dtype=dtype).view(-1, 1, 1)
             out = (out - mean) / std
-        return out
+        return out.to(out_dtype)
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augments every sample of ``images`` with its own random crop and flip.

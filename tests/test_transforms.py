@@ -196,6 +196,18 @@ def test_batched_output_shape_and_dtype() -> None:
     assert out.shape == (5, 3, 12, 16)
     assert out.dtype == torch.float32
     assert augment(images.double() / 255).dtype == torch.float64
+    assert augment(images.to(torch.bfloat16) / 255).dtype == torch.bfloat16
+
+
+def test_batched_low_precision_input_keeps_crop_geometry() -> None:
+    # bfloat16 sampling coordinates would land up to a pixel off on a 256-px image; the crop of a
+    # bfloat16 batch must match the float32 result up to bfloat16 rounding of the values.
+    augment = BatchedMAEAugment(input_size=64, normalize=None)
+    images = torch.rand(4, 1, 256, 256).to(torch.bfloat16)
+    params = augment.sample_params(4, 256, 256, torch.Generator().manual_seed(0))
+    low = augment.apply_params(images, params).float()
+    full = augment.apply_params(images.float(), params)
+    torch.testing.assert_close(low, full, atol=1e-2, rtol=0)
 
 
 def test_batched_crop_boxes_follow_scale_and_ratio() -> None:
