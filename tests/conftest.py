@@ -1,0 +1,17 @@
+"""Test-wide settings: deterministic seeds and one torch thread per xdist worker."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: more threads per worker only oversubscribes the machine.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
