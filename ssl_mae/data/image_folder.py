@@ -19,7 +19,8 @@ is stored in a boolean tensor in shared memory, one flag per sample: DataLoader 
 spawned processes) set the flags, the main process reads them, so ``num_skipped``,
 ``skipped_paths()`` and ``report_skipped()`` are correct with any ``num_workers``. Flags are set
 once per file, so later epochs do not count a file twice, and a file found bad is not decoded
-again.
+again. Under DDP every rank holds its own dataset and counts the files it read; sum
+``num_skipped`` over ranks (e.g. ``all_reduce``) for a global count.
 """
 
 from __future__ import annotations
