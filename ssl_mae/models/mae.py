@@ -1,0 +1,826 @@
+"""The seed MAE model: the official ``models_mae.py`` interface as a Lightning module.
+
+``MAE`` keeps the method names of facebookresearch/mae (``patchify``, ``random_masking``,
+``forward_encoder``, ``forward_decoder``, ``forward_loss``) but owns no algorithm of its own: each
+method hands over to the shared blocks, so the data path reads
+
+    random_token_mask ─ MaskedVisionTransformer.encode(idx_keep) ─ MAEDecoder.predict_all ─ MAELoss
+
+Checkpoints in the official key layout load with :meth:`MAE.load_official` (or build the model
+from one with :meth:`MAE.from_official`) and give the official loss for the same weights and
+noise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, NamedTuple, cast
+
+import pytorch_lightning as pl
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from ssl_mae import masking
+from ssl_mae._validation import check_mask_ratio, check_positive_int
+from ssl_mae.loss import MAELoss
+from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer, init_mae_weights
+from ssl_mae.optim import (
+    build_adamw,
+    param_groups_weight_decay,
+    scaled_lr,
+    warmup_cosine_scheduler,
+)
+from ssl_mae.pos_embed import get_2d_sincos_pos_embed
+
+__all__ = [
+    "MAE",
+    "MAE_PRESETS",
+    "OfficialKeys",
+    "build_mae",
+    "mae_vit_base_patch16",
+    "mae_vit_huge_patch14",
+    "mae_vit_large_patch16",
+    "mae_vit_micro_patch4",
+    "mae_vit_tiny_patch4",
+]
+
+# Training options accepted through ``**kwargs`` and their defaults (see the MAE docstring).
+_TRAINING_DEFAULTS: dict[str, Any] = {
+    "mask_ratio": 0.75,
+    "base_lr": 1.5e-4,
+    "lr": None,
+    "min_lr": 0.0,
+    "weight_decay": 0.05,
+    "betas": (0.9, 0.95),
+    "warmup_epochs": None,
+    "warmup_steps": None,
+    "batch_size": None,
+    "total_steps": None,
+    "fused_adamw": None,
+    "layer_norm_eps": None,
+}
+# Without warmup_epochs/warmup_steps, warm up for the same share of the run as the official
+# defaults (40 of 400 epochs).
+_DEFAULT_WARMUP_FRACTION = 0.1
+# Official checkpoints prefix nothing; our modules live under these two prefixes.
+_ENCODER_PREFIX = "encoder.vit."
+_DECODER_PREFIX = "decoder."
+_BLOCK_KEY = re.compile(r"^(decoder_blocks|blocks)\.(\d+)\.")
+
+
+class OfficialKeys(NamedTuple):
+    """Keys (in the official layout) that :meth:`MAE.load_official` could not match."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _layer_norm_eps(norm_layer: Callable[..., nn.Module]) -> float | None:
+    """The eps of ``nn.LayerNorm`` or ``partial(nn.LayerNorm, eps=...)``; None for others."""
+    if norm_layer is nn.LayerNorm:
+        return 1e-5
+    if (
+        isinstance(norm_layer, partial)
+        and norm_layer.func is nn.LayerNorm
+        and not norm_layer.args
+        and set(norm_layer.keywords) <= {"eps"}
+    ):
+        return float(norm_layer.keywords.get("eps", 1e-5))
+    return None
+
+
+def _images_from_batch(batch: Any) -> Tensor:
+    """The image tensor of a batch: a tensor, ``(images, labels, ...)``, Lightly's
+    ``([view], labels, ...)`` or a dict with ``pixel_values``/``images``/``image``."""
+    item = batch
+    if isinstance(item, Mapping):
+        for key in ("pixel_values", "images", "image"):
+            if key in item:
+                item = item[key]
+                break
+    if isinstance(item, (list, tuple)) and item:
+        item = item[0]
+        if isinstance(item, (list, tuple)) and item:  # Lightly: a list of views
+            item = item[0]
+    if not isinstance(item, Tensor):
+        raise TypeError(
+            "batch must be an image tensor (B, C, H, W), a tuple/list (images, labels, ...), "
+            "a tuple ([images], labels, ...) or a dict with 'pixel_values'/'images', "
+            f"got {type(batch).__name__}"
+        )
+    return item
+
+
+def _dataloader_batch_size(loader: Any) -> int | None:
+    """Batch size of a dataloader (or of the first of several), None when it cannot be told."""
+    if isinstance(loader, Mapping):
+        loader = next(iter(loader.values()), None)
+    if isinstance(loader, (list, tuple)):
+        loader = loader[0] if loader else None
+    if loader is None:
+        return None
+    batch_size = getattr(loader, "batch_size", None)
+    if batch_size is None:
+        batch_size = getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
+    return int(batch_size) if isinstance(batch_size, int) and batch_size > 0 else None
+
+
+class MAE(pl.LightningModule):
+    """Masked Autoencoder with a ViT encoder (He et al. 2021), the seed ``models.mae.model.MAE``.
+
+    The encoder is a timm ``VisionTransformer`` wrapped in :class:`MaskedVisionTransformer`
+    (``self.encoder``), the decoder a :class:`MAEDecoder` (``self.decoder``) and the loss a
+    :class:`MAELoss` (``self.criterion``). Position embeddings are fixed 2-D sin-cos tables and
+    frozen; every other parameter receives a gradient at every step (for mask ratios > 0), so DDP
+    needs no ``find_unused_parameters=True``.
+
+    Args:
+        img_size: Input image size (square).
+        patch_size: Patch size p; ``img_size`` must be a multiple of it.
+        in_chans: Number of image channels C.
+        embed_dim: Encoder width.
+        depth: Number of encoder blocks.
+        num_heads: Attention heads per encoder block.
+        decoder_embed_dim: Decoder width.
+        decoder_depth: Number of decoder blocks.
+        decoder_num_heads: Attention heads per decoder block.
+        mlp_ratio: MLP hidden size ratio of all blocks.
+        norm_layer: Normalisation layer factory (the presets use ``LayerNorm(eps=1e-6)`` like the
+            official code).
+        norm_pix_loss: Predict per-patch normalised pixels (official ``norm_pix_loss``).
+        **kwargs: Training options, stored as hyperparameters:
+            ``mask_ratio`` (0.75) used by ``training_step``/``validation_step``;
+            ``base_lr`` (1.5e-4), scaled by ``effective_batch_size / 256``;
+            ``lr`` (None) an absolute peak lr that overrides the scaling;
+            ``min_lr`` (0.0) lr at the end of the cosine decay;
+            ``weight_decay`` (0.05); ``betas`` ((0.9, 0.95));
+            ``warmup_epochs`` or ``warmup_steps`` (None: 10% of the run);
+            ``batch_size`` (None) images per device per step, read from the trainer's
+            dataloader when None; the effective batch is
+            ``batch_size * world_size * accumulate_grad_batches``;
+            ``total_steps`` (None) optimiser steps of the run, from
+            ``trainer.estimated_stepping_batches`` when None;
+            ``fused_adamw`` (None: fused on CUDA);
+            ``layer_norm_eps`` (None) builds ``norm_layer`` as ``LayerNorm(eps=...)``, which is
+            how the norm layer is stored in checkpoints (custom norm layers must be passed
+            again to ``load_from_checkpoint``).
+
+    Raises:
+        TypeError: For unknown keyword arguments.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 1024,
+        depth: int = 24,
+        num_heads: int = 16,
+        decoder_embed_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+        norm_pix_loss: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(kwargs) - set(_TRAINING_DEFAULTS))
+        if unknown:
+            raise TypeError(
+                f"MAE got unknown keyword arguments {unknown}; allowed are "
+                f"{sorted(_TRAINING_DEFAULTS)}"
+            )
+        options = {**_TRAINING_DEFAULTS, **kwargs}
+        self._check_options(options)
+        check_positive_int(img_size, "img_size")
+        check_positive_int(patch_size, "patch_size")
+        if img_size % patch_size:
+            raise ValueError(
+                f"img_size must be a multiple of patch_size={patch_size}, got {img_size}"
+            )
+        if embed_dim % num_heads:
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"
+            )
+        if options["layer_norm_eps"] is not None:
+            norm_layer = partial(nn.LayerNorm, eps=float(options["layer_norm_eps"]))
+        if not callable(norm_layer):
+            raise TypeError(f"norm_layer must be a callable returning a module, got {norm_layer!r}")
+        options["layer_norm_eps"] = _layer_norm_eps(norm_layer)
+        options["betas"] = [float(b) for b in options["betas"]]
+        # Everything load_from_checkpoint needs, in plain types (no callables), so checkpoints
+        # load with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {
+                "img_size": img_size,
+                "patch_size": patch_size,
+                "in_chans": in_chans,
+                "embed_dim": embed_dim,
+                "depth": depth,
+                "num_heads": num_heads,
+                "decoder_embed_dim": decoder_embed_dim,
+                "decoder_depth": decoder_depth,
+                "decoder_num_heads": decoder_num_heads,
+                "mlp_ratio": mlp_ratio,
+                "norm_pix_loss": norm_pix_loss,
+                **options,
+            }
+        )
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.norm_pix_loss = norm_pix_loss
+
+        vit = VisionTransformer(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            num_classes=0,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=True,
+            norm_layer=norm_layer,
+            weight_init="skip",  # initialize_weights below does the MAE initialisation
+        )
+        self.encoder = MaskedVisionTransformer(
+            vit,
+            weight_initialization="skip",
+            pos_embed_initialization="sincos",
+            use_mask_token=False,  # MAE drops tokens; a mask token here would get no gradient
+        )
+        self.decoder = MAEDecoder(
+            num_patches=self.encoder.num_patches,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            decoder_embed_dim=decoder_embed_dim,
+            decoder_depth=decoder_depth,
+            decoder_num_heads=decoder_num_heads,
+            num_prefix_tokens=self.encoder.num_prefix_tokens,
+            mlp_ratio=mlp_ratio,
+            norm_layer=norm_layer,
+            initialize_weights=False,
+        )
+        self.criterion = MAELoss(norm_pix=norm_pix_loss)
+        self.initialize_weights()
+
+    @staticmethod
+    def _check_options(options: dict[str, Any]) -> None:
+        check_mask_ratio(options["mask_ratio"])
+        for name in ("base_lr", "min_lr", "weight_decay") + (
+            ("lr",) if options["lr"] is not None else ()
+        ):
+            value = options[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        betas = options["betas"]
+        if (
+            not isinstance(betas, Sequence)
+            or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
+        ):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        if options["warmup_epochs"] is not None and options["warmup_steps"] is not None:
+            raise ValueError(
+                f"pass warmup_epochs or warmup_steps, not both (got warmup_epochs="
+                f"{options['warmup_epochs']!r}, warmup_steps={options['warmup_steps']!r})"
+            )
+        warmup_epochs = options["warmup_epochs"]
+        if warmup_epochs is not None and (
+            isinstance(warmup_epochs, bool)
+            or not isinstance(warmup_epochs, (int, float))
+            or warmup_epochs < 0
+        ):
+            raise ValueError(f"warmup_epochs must be a number >= 0, got {warmup_epochs!r}")
+        for name, minimum in (("warmup_steps", 0), ("batch_size", 1), ("total_steps", 1)):
+            value = options[name]
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            ):
+                raise ValueError(f"{name} must be None or an int >= {minimum}, got {value!r}")
+        if options["fused_adamw"] is not None and not isinstance(options["fused_adamw"], bool):
+            raise TypeError(f"fused_adamw must be a bool or None, got {options['fused_adamw']!r}")
+        eps = options["layer_norm_eps"]
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))):
+            raise TypeError(f"layer_norm_eps must be None or a float, got {eps!r}")
+
+    # --- official interface ----------------------------------------------------------------------
+    def initialize_weights(self) -> None:
+        """MAE initialisation (official order): fixed sin-cos position embeddings, xavier-uniform
+        patch projection, N(0, 0.02) class and mask tokens, xavier-uniform linear layers and unit
+        LayerNorms."""
+        vit = self.encoder.vit
+        with torch.no_grad():
+            grid = self.encoder.grid_size
+            vit.pos_embed.copy_(get_2d_sincos_pos_embed(vit.pos_embed.shape[-1], grid, 1)[None])
+            table = get_2d_sincos_pos_embed(self.decoder.decoder_pos_embed.shape[-1], grid, 1)
+            self.decoder.decoder_pos_embed.copy_(table[None])
+        proj_weight = vit.patch_embed.proj.weight.data
+        # As the official code: treat the conv kernel as a linear layer.
+        nn.init.xavier_uniform_(proj_weight.view(proj_weight.shape[0], -1))
+        nn.init.normal_(vit.cls_token, std=0.02)
+        nn.init.normal_(self.decoder.mask_token, std=0.02)
+        self.apply(init_mae_weights)
+
+    def patchify(self, imgs: Tensor) -> Tensor:
+        """Cuts images into patches.
+
+        Args:
+            imgs: (B, C, H, W) images.
+
+        Returns:
+            (B, L, p * p * C) patches, row-major, pixels in (p, q, c) order.
+        """
+        self.encoder.check_images(imgs)
+        return masking.patchify(imgs, self.patch_size)
+
+    def unpatchify(self, x: Tensor) -> Tensor:
+        """Puts patches back together.
+
+        Args:
+            x: (B, L, p * p * C) patches of a square patch grid.
+
+        Returns:
+            (B, C, H, W) images.
+        """
+        return masking.unpatchify(x, self.patch_size, channels=self.in_chans)
+
+    def random_masking(
+        self,
+        x: Tensor,
+        mask_ratio: float,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-sample random masking by shuffling (official semantics).
+
+        Args:
+            x: (B, L, D) patch tokens.
+            mask_ratio: Fraction of tokens removed, in [0, 1).
+            noise: Optional (B, L) noise; the tokens with the smallest noise are kept.
+            generator: Random generator used when ``noise`` is None.
+
+        Returns:
+            ``(x_masked, mask, ids_restore)``: (B, L_keep, D) kept tokens, (B, L) mask with 1
+            for removed tokens, (B, L) permutation restoring the original order.
+        """
+        return masking.random_masking(x, mask_ratio, noise=noise, generator=generator)
+
+    def _check_native_size(self, imgs: Tensor) -> None:
+        grid = self.encoder.check_images(imgs)
+        if grid != self.encoder.grid_size:
+            raise ValueError(
+                f"imgs must be {self.img_size}x{self.img_size} (the model's img_size) for MAE "
+                f"pre-training, got {imgs.shape[2]}x{imgs.shape[3]}"
+            )
+
+    def forward_encoder(
+        self,
+        x: Tensor,
+        mask_ratio: float,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Masks patches at random and encodes the visible ones.
+
+        Args:
+            x: (B, C, H, W) images.
+            mask_ratio: Fraction of patches removed, in [0, 1).
+            noise: Optional (B, L) noise; the patches with the smallest noise stay visible.
+            generator: Random generator used when ``noise`` is None.
+
+        Returns:
+            ``(latent, mask, ids_restore)``: (B, 1 + L_keep, D) encoded class token and visible
+            patches (in ascending-noise order), (B, L) float mask with 1 for removed patches,
+            (B, L) int64 permutation restoring the patch order.
+        """
+        self._check_native_size(x)
+        num_prefix = self.encoder.num_prefix_tokens
+        num_patches = self.encoder.num_patches
+        idx_keep, idx_mask = masking.random_token_mask(
+            (x.shape[0], num_prefix + num_patches),
+            mask_ratio=mask_ratio,
+            num_prefix_tokens=num_prefix,
+            device=x.device,
+            generator=generator,
+            noise=noise,
+        )
+        latent = self.encoder.encode(x, idx_keep=idx_keep)
+        keep_patches, mask_patches = idx_keep[:, num_prefix:] - num_prefix, idx_mask - num_prefix
+        ids_restore = masking.restore_index(keep_patches, mask_patches)
+        mask = torch.ones(x.shape[0], num_patches, device=x.device)
+        mask.scatter_(1, keep_patches, 0.0)
+        return latent, mask, ids_restore
+
+    def forward_decoder(self, x: Tensor, ids_restore: Tensor) -> Tensor:
+        """Decodes the latent with mask tokens in the removed places.
+
+        Args:
+            x: (B, 1 + L_keep, D) encoder output from :meth:`forward_encoder`.
+            ids_restore: (B, L) permutation from :meth:`forward_encoder`.
+
+        Returns:
+            (B, L, p * p * C) predicted pixels of every patch.
+        """
+        return self.decoder.predict_all(x, ids_restore)
+
+    def forward_loss(self, imgs: Tensor, pred: Tensor, mask: Tensor) -> Tensor:
+        """Mean squared error on the removed patches.
+
+        Args:
+            imgs: (B, C, H, W) images.
+            pred: (B, L, p * p * C) predictions.
+            mask: (B, L) mask, 1 for removed patches.
+
+        Returns:
+            Scalar loss (float32).
+        """
+        return cast(Tensor, self.criterion(pred, self.patchify(imgs), mask))
+
+    def forward(
+        self,
+        imgs: Tensor,
+        mask_ratio: float = 0.75,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Masks, encodes, decodes and scores a batch.
+
+        Args:
+            imgs: (B, C, H, W) images of the model's size and channel count.
+            mask_ratio: Fraction of patches removed, in [0, 1).
+            noise: Optional (B, L) noise making the mask reproducible.
+            generator: Random generator used when ``noise`` is None.
+
+        Returns:
+            ``(loss, pred, mask)``: scalar loss, (B, L, p * p * C) predictions, (B, L) mask.
+        """
+        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise, generator)
+        pred = self.forward_decoder(latent, ids_restore)
+        loss = self.forward_loss(imgs, pred, mask)
+        return loss, pred, mask
+
+    # --- Lightning -------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """One pre-training step; logs ``train_loss``.
+
+        Args:
+            batch: Images (B, C, H, W), ``(images, labels, ...)`` or ``([images], labels, ...)``.
+            batch_idx: Index of the batch.
+        """
+        images = _images_from_batch(batch)
+        outputs: tuple[Tensor, Tensor, Tensor] = self(images, mask_ratio=self.hparams["mask_ratio"])
+        loss = outputs[0]
+        self.log("train_loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Reconstruction loss on held-out images; logs ``val_loss`` (epoch mean).
+
+        The masks are drawn from a generator seeded with ``batch_idx``, so the validation loss
+        of different epochs is measured on the same masks and only the model changes.
+
+        Args:
+            batch: As in :meth:`training_step`.
+            batch_idx: Index of the batch.
+        """
+        images = _images_from_batch(batch)
+        generator = torch.Generator(device=images.device).manual_seed(batch_idx)
+        outputs: tuple[Tensor, Tensor, Tensor] = self(
+            images, mask_ratio=self.hparams["mask_ratio"], generator=generator
+        )
+        loss = outputs[0]
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=images.shape[0])
+        return loss
+
+    def effective_batch_size(self) -> int:
+        """Images per optimiser step: ``batch_size * world_size * accumulate_grad_batches``.
+
+        The per-device batch size is the ``batch_size`` hyperparameter or, when None, the batch
+        size of the trainer's training dataloader.
+        """
+        trainer = self._trainer
+        per_device = self.hparams["batch_size"]
+        if per_device is None and trainer is not None:
+            per_device = _dataloader_batch_size(trainer.train_dataloader)
+        if per_device is None:
+            raise ValueError(
+                "batch_size is None and no trainer dataloader tells the batch size; pass "
+                "batch_size=<images per device per step> or an absolute lr=... to MAE"
+            )
+        if trainer is None:
+            return int(per_device)
+        return int(per_device) * int(trainer.world_size) * int(trainer.accumulate_grad_batches)
+
+    def total_training_steps(self) -> int:
+        """Optimiser steps of the run: the ``total_steps`` hyperparameter or
+        ``trainer.estimated_stepping_batches``."""
+        total = self.hparams["total_steps"]
+        if total is not None:
+            return int(total)
+        trainer = self._trainer
+        if trainer is None:
+            raise ValueError(
+                "total_steps is None and the model is not attached to a Trainer; pass "
+                "total_steps=<number of optimiser steps> to MAE"
+            )
+        estimated = trainer.estimated_stepping_batches
+        if not math.isfinite(estimated):
+            raise ValueError(
+                "the trainer runs for an unbounded number of steps (max_epochs=-1, "
+                "max_steps=-1); set max_epochs/max_steps or pass total_steps=... to MAE"
+            )
+        return max(int(estimated), 1)
+
+    def _warmup_steps(self, total_steps: int) -> int:
+        if self.hparams["warmup_steps"] is not None:
+            return min(int(self.hparams["warmup_steps"]), total_steps)
+        warmup_epochs = self.hparams["warmup_epochs"]
+        if warmup_epochs is None:
+            return int(total_steps * _DEFAULT_WARMUP_FRACTION)
+        trainer = self._trainer
+        if trainer is None:
+            raise ValueError(
+                f"warmup_epochs={warmup_epochs} needs a Trainer to know the steps per epoch; "
+                "pass warmup_steps=... instead"
+            )
+        steps_per_epoch = math.ceil(
+            trainer.num_training_batches / max(int(trainer.accumulate_grad_batches), 1)
+        )
+        return min(round(float(warmup_epochs) * steps_per_epoch), total_steps)
+
+    def peak_lr(self) -> float:
+        """The peak learning rate: ``lr`` if given, else ``base_lr * effective_batch / 256``."""
+        if self.hparams["lr"] is not None:
+            return float(self.hparams["lr"])
+        return scaled_lr(float(self.hparams["base_lr"]), self.effective_batch_size())
+
+    def configure_optimizers(self) -> Any:
+        """AdamW (betas (0.9, 0.95), weight decay without norms, biases, tokens and position
+        embeddings) with a per-step linear warmup and cosine decay."""
+        total_steps = self.total_training_steps()  # first: makes the trainer set up its data
+        groups = param_groups_weight_decay(self, float(self.hparams["weight_decay"]))
+        beta1, beta2 = self.hparams["betas"]
+        optimizer = build_adamw(
+            groups, lr=self.peak_lr(), betas=(beta1, beta2), fused=self.hparams["fused_adamw"]
+        )
+        scheduler = warmup_cosine_scheduler(
+            optimizer,
+            total_steps=total_steps,
+            warmup_steps=self._warmup_steps(total_steps),
+            min_lr=float(self.hparams["min_lr"]),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # --- official checkpoints --------------------------------------------------------------------
+    @staticmethod
+    def _read_state_dict(
+        path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
+    ) -> dict[str, Tensor]:
+        source = path_or_state_dict
+        if isinstance(source, (str, os.PathLike)):
+            source = torch.load(source, map_location="cpu", weights_only=True)
+        if not isinstance(source, Mapping):
+            raise TypeError(
+                "path_or_state_dict must be a path, a state dict or a checkpoint dict with a "
+                f"'model' entry, got {type(path_or_state_dict).__name__}"
+            )
+        if "model" in source and isinstance(source["model"], Mapping):
+            source = source["model"]
+        state = {str(k): v for k, v in source.items() if isinstance(v, Tensor)}
+        if not state:
+            raise ValueError(
+                "path_or_state_dict holds no tensors (expected an official MAE state dict)"
+            )
+        return state
+
+    @staticmethod
+    def official_to_key(official_key: str) -> str:
+        """Our state-dict key for an official facebookresearch/mae key (``blocks.0.attn.qkv.weight``
+        → ``encoder.vit.blocks.0.attn.qkv.weight``, ``decoder_pred.bias`` →
+        ``decoder.decoder_pred.bias``)."""
+        if official_key == "mask_token" or official_key.startswith("decoder_"):
+            return _DECODER_PREFIX + official_key
+        return _ENCODER_PREFIX + official_key
+
+    @staticmethod
+    def key_to_official(key: str) -> str | None:
+        """Inverse of :meth:`official_to_key`; None for keys outside encoder and decoder."""
+        for prefix in (_ENCODER_PREFIX, _DECODER_PREFIX):
+            if key.startswith(prefix):
+                return key[len(prefix) :]
+        return None
+
+    def to_official_state_dict(self) -> dict[str, Tensor]:
+        """The model's weights under the official facebookresearch/mae key names."""
+        official: dict[str, Tensor] = {}
+        for key, value in self.state_dict().items():
+            official_key = self.key_to_official(key)
+            if official_key is not None:
+                official[official_key] = value
+        return official
+
+    def load_official(
+        self,
+        path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
+        strict: bool = True,
+    ) -> OfficialKeys:
+        """Loads weights saved in the official facebookresearch/mae key layout.
+
+        Args:
+            path_or_state_dict: A ``.pth`` path (read with ``weights_only=True``), a checkpoint
+                dict with a ``model`` entry (as the official code saves) or the state dict itself
+                (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``,
+                ``decoder_embed.*``, ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks.N.*``,
+                ``decoder_norm.*``, ``decoder_pred.*``).
+            strict: Require exactly the model's keys. With False, missing keys (e.g. the decoder
+                of the encoder-only release checkpoints) keep their current values and unexpected
+                keys are ignored; both are returned.
+
+        Returns:
+            The official-layout keys that were missing and unexpected.
+
+        Raises:
+            ValueError: On a shape mismatch, or with ``strict`` on missing/unexpected keys; the
+                message lists the keys.
+        """
+        official = self._read_state_dict(path_or_state_dict)
+        expected = self.to_official_state_dict()
+        missing = sorted(set(expected) - set(official))
+        unexpected = sorted(set(official) - set(expected))
+        mismatched = [
+            f"{key}: checkpoint {tuple(official[key].shape)} vs model {tuple(expected[key].shape)}"
+            for key in sorted(set(official) & set(expected))
+            if official[key].shape != expected[key].shape
+        ]
+        if mismatched:
+            raise ValueError(
+                "path_or_state_dict has shapes that do not fit this MAE (check img_size, "
+                "patch_size, in_chans, embed_dim, ...): " + "; ".join(mismatched)
+            )
+        if strict and (missing or unexpected):
+            raise ValueError(
+                "path_or_state_dict does not match the official MAE layout of this model: "
+                f"missing keys {missing}, unexpected keys {unexpected} (strict=False loads the "
+                "keys that match)"
+            )
+        ours = {self.official_to_key(k): v for k, v in official.items() if k in expected}
+        self.load_state_dict(ours, strict=False)
+        return OfficialKeys(missing_keys=missing, unexpected_keys=unexpected)
+
+    @classmethod
+    def from_official(
+        cls,
+        path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
+        num_heads: int | None = None,
+        decoder_num_heads: int = 16,
+        **kwargs: Any,
+    ) -> MAE:
+        """Builds an MAE whose architecture is read from an official checkpoint and loads it.
+
+        Head counts do not show in the weights: ``num_heads`` defaults to the official value
+        for the width (768 → 12, 1024 and 1280 → 16, else width / 64) and ``decoder_num_heads``
+        to 16. The norm layer is ``LayerNorm(eps=1e-6)`` as in the official models.
+
+        Args:
+            path_or_state_dict: As in :meth:`load_official` (with the decoder).
+            num_heads: Encoder attention heads.
+            decoder_num_heads: Decoder attention heads.
+            **kwargs: Further ``MAE`` arguments (``norm_pix_loss``, training options).
+        """
+        state = cls._read_state_dict(path_or_state_dict)
+        required = ("patch_embed.proj.weight", "pos_embed", "decoder_embed.weight")
+        absent = [key for key in required if key not in state]
+        if absent:
+            raise ValueError(
+                f"path_or_state_dict lacks {absent}, needed to read the architecture of an "
+                "official MAE; build the model yourself and use load_official(strict=False)"
+            )
+        proj = state["patch_embed.proj.weight"]
+        embed_dim, in_chans, patch_size = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
+        num_patches = int(state["pos_embed"].shape[1]) - 1
+        grid = math.isqrt(num_patches)
+        depths = {"blocks": 0, "decoder_blocks": 0}
+        for key in state:
+            match = _BLOCK_KEY.match(key)
+            if match:
+                depths[match[1]] = max(depths[match[1]], int(match[2]) + 1)
+        if num_heads is None:
+            num_heads = {768: 12, 1024: 16, 1280: 16}.get(embed_dim, max(embed_dim // 64, 1))
+        model = cls(
+            img_size=grid * patch_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            depth=depths["blocks"],
+            num_heads=num_heads,
+            decoder_embed_dim=int(state["decoder_embed.weight"].shape[0]),
+            decoder_depth=depths["decoder_blocks"],
+            decoder_num_heads=decoder_num_heads,
+            mlp_ratio=int(state["blocks.0.mlp.fc1.weight"].shape[0]) / embed_dim,
+            **{"layer_norm_eps": 1e-6, **kwargs},
+        )
+        model.load_official(state)
+        return model
+
+
+# --- presets -------------------------------------------------------------------------------------
+_OFFICIAL_NORM = {"layer_norm_eps": 1e-6}
+
+
+def _preset(defaults: dict[str, Any], overrides: dict[str, Any]) -> MAE:
+    if "norm_layer" in overrides:
+        # An explicit norm layer replaces the preset's LayerNorm(eps=1e-6).
+        defaults = {k: v for k, v in defaults.items() if k != "layer_norm_eps"}
+    return MAE(**{**defaults, **overrides})
+
+
+def mae_vit_micro_patch4(**overrides: Any) -> MAE:
+    """A very small MAE for tests and smoke runs: 28×28 grayscale, patch 4, width 64, 4 blocks,
+    decoder 64 wide and 2 deep (about 0.3 M parameters)."""
+    defaults = dict(
+        img_size=28, patch_size=4, in_chans=1, embed_dim=64, depth=4, num_heads=4,
+        decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4, mlp_ratio=4.0,
+        **_OFFICIAL_NORM,
+    )  # fmt: skip
+    return _preset(defaults, overrides)
+
+
+def mae_vit_tiny_patch4(**overrides: Any) -> MAE:
+    """ViT-Tiny MAE for small images (default 28×28 grayscale, e.g. Fashion-MNIST; pass
+    ``img_size=32, in_chans=3`` for CIFAR): patch 4, width 192, 12 blocks, 3 heads, decoder
+    128 wide and 4 deep (about 6 M parameters)."""
+    defaults = dict(
+        img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=12, num_heads=3,
+        decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4, mlp_ratio=4.0,
+        **_OFFICIAL_NORM,
+    )  # fmt: skip
+    return _preset(defaults, overrides)
+
+
+def mae_vit_base_patch16(**overrides: Any) -> MAE:
+    """Official ``mae_vit_base_patch16_dec512d8b``: ViT-B/16 encoder, 512-wide 8-deep decoder."""
+    defaults = dict(
+        patch_size=16, embed_dim=768, depth=12, num_heads=12,
+        decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0,
+        **_OFFICIAL_NORM,
+    )  # fmt: skip
+    return _preset(defaults, overrides)
+
+
+def mae_vit_large_patch16(**overrides: Any) -> MAE:
+    """Official ``mae_vit_large_patch16_dec512d8b``: ViT-L/16 encoder, 512-wide 8-deep decoder."""
+    defaults = dict(
+        patch_size=16, embed_dim=1024, depth=24, num_heads=16,
+        decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0,
+        **_OFFICIAL_NORM,
+    )  # fmt: skip
+    return _preset(defaults, overrides)
+
+
+def mae_vit_huge_patch14(**overrides: Any) -> MAE:
+    """Official ``mae_vit_huge_patch14_dec512d8b``: ViT-H/14 encoder, 512-wide 8-deep decoder."""
+    defaults = dict(
+        patch_size=14, embed_dim=1280, depth=32, num_heads=16,
+        decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0,
+        **_OFFICIAL_NORM,
+    )  # fmt: skip
+    return _preset(defaults, overrides)
+
+
+MAE_PRESETS: dict[str, Callable[..., MAE]] = {
+    "mae_vit_micro_patch4": mae_vit_micro_patch4,
+    "mae_vit_tiny_patch4": mae_vit_tiny_patch4,
+    "mae_vit_base_patch16": mae_vit_base_patch16,
+    "mae_vit_large_patch16": mae_vit_large_patch16,
+    "mae_vit_huge_patch14": mae_vit_huge_patch14,
+    # The official names of the same models.
+    "mae_vit_base_patch16_dec512d8b": mae_vit_base_patch16,
+    "mae_vit_large_patch16_dec512d8b": mae_vit_large_patch16,
+    "mae_vit_huge_patch14_dec512d8b": mae_vit_huge_patch14,
+}
+
+
+def build_mae(preset: str, **overrides: Any) -> MAE:
+    """Builds a preset MAE by name.
+
+    Args:
+        preset: One of ``MAE_PRESETS`` (e.g. ``"mae_vit_base_patch16"``).
+        **overrides: ``MAE`` arguments replacing the preset's (``img_size``, ``in_chans``,
+            ``norm_pix_loss``, training options, ...).
+    """
+    if preset not in MAE_PRESETS:
+        raise ValueError(f"preset must be one of {sorted(MAE_PRESETS)}, got {preset!r}")
+    return MAE_PRESETS[preset](**overrides)
