@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any, cast
 
 import torch
+from timm.layers import Attention
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
@@ -47,6 +48,8 @@ class MAEDecoder(nn.Module):
         grid_size: Patch grid ``(h, w)`` for non-square images; square ``sqrt(num_patches)``
             when None.
         qkv_bias: Bias in the attention projections.
+        decoder_head_dim: Width of one attention head when it should differ from
+            ``decoder_embed_dim // decoder_num_heads`` (as in vit-pytorch's ``dim_head``).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class MAEDecoder(nn.Module):
         mask_token: nn.Parameter | None = None,
         grid_size: int | tuple[int, int] | None = None,
         qkv_bias: bool = True,
+        decoder_head_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.num_patches = check_positive_int(num_patches, "num_patches")
@@ -74,7 +78,12 @@ class MAEDecoder(nn.Module):
         self.in_chans = check_positive_int(in_chans, "in_chans")
         check_positive_int(decoder_embed_dim, "decoder_embed_dim")
         check_positive_int(decoder_num_heads, "decoder_num_heads")
-        if decoder_embed_dim % decoder_num_heads:
+        custom_head_dim = (
+            decoder_head_dim is not None
+            and check_positive_int(decoder_head_dim, "decoder_head_dim") * decoder_num_heads
+            != decoder_embed_dim
+        )
+        if not custom_head_dim and decoder_embed_dim % decoder_num_heads:
             raise ValueError(
                 f"decoder_embed_dim ({decoder_embed_dim}) must be divisible by "
                 f"decoder_num_heads ({decoder_num_heads})"
@@ -122,6 +131,16 @@ class MAEDecoder(nn.Module):
                 for _ in range(decoder_depth)
             ]
         )
+        if custom_head_dim:
+            for block in self.decoder_blocks:
+                block.attn = Attention(
+                    decoder_embed_dim,
+                    num_heads=decoder_num_heads,
+                    attn_head_dim=decoder_head_dim,
+                    qkv_bias=qkv_bias,
+                    attn_drop=attn_drop_rate,
+                    proj_drop=proj_drop_rate,
+                )
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(
             decoder_embed_dim, patch_size * patch_size * in_chans, bias=True
