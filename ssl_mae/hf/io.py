@@ -1,0 +1,156 @@
+"""Reading and writing the Hugging Face checkpoint layout: ``config.json`` + ``model.safetensors``.
+
+Only ``safetensors`` is needed; ``huggingface_hub`` is imported when a hub id is given instead of a
+local directory (online it downloads, offline it uses the local cache).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ssl_mae.hf.configuration import CONFIG_NAME
+
+__all__ = [
+    "SAFE_WEIGHTS_INDEX_NAME",
+    "SAFE_WEIGHTS_NAME",
+    "WEIGHTS_NAME",
+    "load_state_dict_from_directory",
+    "resolve_pretrained_directory",
+    "save_state_dict_to_directory",
+]
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+WEIGHTS_NAME = "pytorch_model.bin"
+
+
+def resolve_pretrained_directory(
+    pretrained_model_name_or_path: str | os.PathLike[str],
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+    config_only: bool = False,
+) -> Path:
+    """Returns a local directory holding a saved model, downloading it from the hub if needed.
+
+    Args:
+        pretrained_model_name_or_path: Local directory, or hub id such as
+            ``"facebook/vit-mae-base"``.
+        revision: Hub revision.
+        cache_dir: Hub cache directory.
+        local_files_only: Only use cached hub files (also implied by ``HF_HUB_OFFLINE=1``).
+        config_only: Fetch ``config.json`` only.
+
+    Returns:
+        Path of a directory that contains ``config.json``.
+    """
+    if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+        raise TypeError(
+            "pretrained_model_name_or_path must be a directory or a hub id string, "
+            f"got {type(pretrained_model_name_or_path).__name__}"
+        )
+    path = Path(pretrained_model_name_or_path)
+    if path.is_dir():
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"directory {str(path)!r} has no {CONFIG_NAME}")
+        return path
+    name = str(pretrained_model_name_or_path)
+    if path.exists() or name.count("/") > 1 or name.startswith((".", "/", "~")):
+        raise FileNotFoundError(
+            f"pretrained_model_name_or_path {name!r} is neither a directory with a "
+            f"{CONFIG_NAME} nor a hub id like 'facebook/vit-mae-base'"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ImportError(
+            f"{name!r} is not a local directory; loading from the Hugging Face Hub needs "
+            "huggingface_hub (pip install 'ssl_mae[hub]')"
+        ) from None
+    patterns = [CONFIG_NAME] if config_only else [CONFIG_NAME, "*.safetensors", "*.json"]
+    try:
+        local = snapshot_download(
+            repo_id=name,
+            revision=revision,
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            local_files_only=local_files_only,
+            allow_patterns=patterns,
+        )
+    except Exception as error:  # hub errors have many types; name the id and the cause
+        raise OSError(
+            f"could not get {name!r} from the Hugging Face Hub (or its local cache): {error}"
+        ) from error
+    directory = Path(local)
+    if not config_only and not any(directory.glob("*.safetensors")):
+        # Old hub repositories only have pytorch_model.bin.
+        local = snapshot_download(
+            repo_id=name,
+            revision=revision,
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            local_files_only=local_files_only,
+            allow_patterns=[WEIGHTS_NAME],
+        )
+        directory = Path(local)
+    return directory
+
+
+def load_state_dict_from_directory(directory: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Reads the weights of a saved model directory on the CPU.
+
+    Looks for ``model.safetensors``, then a sharded ``model.safetensors.index.json``, then a
+    legacy ``pytorch_model.bin`` (loaded with ``weights_only=True``).
+
+    Args:
+        directory: The model directory.
+
+    Returns:
+        Dict from (Hugging Face) parameter name to tensor.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(directory)
+    single = folder / SAFE_WEIGHTS_NAME
+    if single.is_file():
+        return load_file(str(single), device="cpu")
+    index = folder / SAFE_WEIGHTS_INDEX_NAME
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        state_dict: dict[str, Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            state_dict.update(load_file(str(folder / shard), device="cpu"))
+        return state_dict
+    legacy = folder / WEIGHTS_NAME
+    if legacy.is_file():
+        loaded = torch.load(str(legacy), map_location="cpu", weights_only=True)
+        return {str(k): v for k, v in loaded.items()}
+    raise FileNotFoundError(
+        f"directory {str(folder)!r} has no weights: expected {SAFE_WEIGHTS_NAME}, "
+        f"{SAFE_WEIGHTS_INDEX_NAME} or {WEIGHTS_NAME}"
+    )
+
+
+def save_state_dict_to_directory(
+    state_dict: dict[str, Tensor], directory: str | os.PathLike[str]
+) -> Path:
+    """Writes weights as ``model.safetensors`` (``format: pt`` metadata, as transformers does).
+
+    Args:
+        state_dict: Independent, contiguous tensors.
+        directory: Target directory (created if needed).
+
+    Returns:
+        Path of the written file.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SAFE_WEIGHTS_NAME
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return path

@@ -1,0 +1,798 @@
+"""Hugging Face–compatible ViTMAE models assembled from the ssl_mae blocks.
+
+``ViTMAEModel`` and ``ViTMAEForPreTraining`` follow ``transformers``' ViTMAE call semantics
+(``pixel_values``, ``noise``, ``interpolate_pos_encoding``, ``output_hidden_states``,
+``output_attentions``; outputs with ``loss``, ``logits``, ``mask``, ``ids_restore``,
+``last_hidden_state``, ``hidden_states``, ``attentions``) and read/write its checkpoint layout, but
+the computation is the package's MAE data path:
+
+    pixel_values ─ random_token_mask(noise) ─ MaskedVisionTransformer.encode(idx_keep)
+        ─ MAEDecoder.predict_all(ids_restore) ─ MAELoss(mask)
+
+The encoder is a timm ``VisionTransformer`` (fused ``qkv``, attention through
+``F.scaled_dot_product_attention``); attention probabilities are computed explicitly only when
+``output_attentions=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar, TypeVar, cast
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ssl_mae import convert, masking
+from ssl_mae._validation import check_tensor
+from ssl_mae.hf.configuration import CONFIG_NAME, ViTMAEConfig
+from ssl_mae.hf.io import (
+    load_state_dict_from_directory,
+    resolve_pretrained_directory,
+    save_state_dict_to_directory,
+)
+from ssl_mae.loss import MAELoss
+from ssl_mae.modules.decoder import MAEDecoder
+from ssl_mae.modules.masked_vision_transformer import MaskedVisionTransformer
+from ssl_mae.pos_embed import interpolate_pos_embed
+
+__all__ = [
+    "ModelOutput",
+    "ViTMAEForPreTraining",
+    "ViTMAEForPreTrainingOutput",
+    "ViTMAEModel",
+    "ViTMAEModelOutput",
+    "ViTMAEPreTrainedModel",
+    "activation_layer",
+    "block_forward_with_attention",
+    "config_from_official_state_dict",
+]
+
+_Model = TypeVar("_Model", bound="ViTMAEPreTrainedModel")
+
+
+class _QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``, the CLIP approximation of GELU (Hugging Face ``quick_gelu``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+# Hugging Face ``hidden_act`` names → module factories with the same function.
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "gelu": nn.GELU,
+    "gelu_new": partial(nn.GELU, approximate="tanh"),
+    "gelu_pytorch_tanh": partial(nn.GELU, approximate="tanh"),
+    "quick_gelu": _QuickGELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+}
+
+
+def activation_layer(hidden_act: str) -> Callable[[], nn.Module]:
+    """Module factory for a Hugging Face ``hidden_act`` name.
+
+    Args:
+        hidden_act: ``"gelu"`` (exact erf GELU), ``"gelu_new"``/``"gelu_pytorch_tanh"`` (tanh
+            approximation), ``"quick_gelu"``, ``"relu"``, ``"silu"`` or ``"swish"``.
+
+    Raises:
+        ValueError: For other names.
+    """
+    if hidden_act not in _ACTIVATIONS:
+        raise ValueError(
+            f"config.hidden_act must be one of {sorted(_ACTIVATIONS)}, got {hidden_act!r}"
+        )
+    return _ACTIVATIONS[hidden_act]
+
+
+def _mlp_ratio(dim: int, hidden: int) -> float:
+    # timm and MAEDecoder size the MLP as int(dim * mlp_ratio); nudge the ratio so that float
+    # rounding can never turn e.g. 3 * (7 / 3) into 6.
+    ratio = hidden / dim
+    return ratio if int(dim * ratio) == hidden else (hidden + 0.5) / dim
+
+
+def _build_encoder(config: ViTMAEConfig) -> MaskedVisionTransformer:
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(
+        img_size=config.image_hw,
+        patch_size=config.patch_size,
+        in_chans=config.num_channels,
+        num_classes=0,
+        global_pool="token",
+        embed_dim=config.hidden_size,
+        depth=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        mlp_ratio=_mlp_ratio(config.hidden_size, config.intermediate_size),
+        qkv_bias=config.qkv_bias,
+        class_token=True,
+        drop_rate=0.0,
+        proj_drop_rate=config.hidden_dropout_prob,
+        attn_drop_rate=config.attention_probs_dropout_prob,
+        norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps),
+        act_layer=activation_layer(config.hidden_act),
+    )
+    # Hugging Face resizes position embeddings without antialiasing.
+    return MaskedVisionTransformer(
+        vit, pos_embed_initialization="sincos", antialias=False, use_mask_token=False
+    )
+
+
+def _build_decoder(config: ViTMAEConfig) -> MAEDecoder:
+    decoder = MAEDecoder(
+        num_patches=config.num_patches,
+        patch_size=config.patch_size,
+        in_chans=config.num_channels,
+        embed_dim=config.hidden_size,
+        decoder_embed_dim=config.decoder_hidden_size,
+        decoder_depth=config.decoder_num_hidden_layers,
+        decoder_num_heads=config.decoder_num_attention_heads,
+        num_prefix_tokens=1,
+        mlp_ratio=_mlp_ratio(config.decoder_hidden_size, config.decoder_intermediate_size),
+        proj_drop_rate=config.hidden_dropout_prob,
+        attn_drop_rate=config.attention_probs_dropout_prob,
+        norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps),
+        grid_size=config.grid_size,
+        qkv_bias=config.qkv_bias,
+    )
+    if config.hidden_act != "gelu":
+        # MAEDecoder builds its timm blocks with GELU; swap in the configured activation.
+        make_activation = activation_layer(config.hidden_act)
+        for block in decoder.decoder_blocks:
+            cast(Any, block).mlp.act = make_activation()
+    return decoder
+
+
+def block_forward_with_attention(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Runs a timm ``Block`` with explicit attention, also returning the attention probabilities.
+
+    Computes the same function as ``block(x)`` (which uses fused scaled-dot-product attention),
+    through the block's own modules and weights.
+
+    Args:
+        block: A timm ``vision_transformer.Block`` (without gated attention).
+        x: (B, N, D) tokens.
+
+    Returns:
+        ``(out, probs)``: the block output (B, N, D) and the attention probabilities
+        (B, heads, N, N) after attention dropout, as Hugging Face returns them.
+    """
+    blk = cast(Any, block)
+    attn = blk.attn
+    if getattr(attn, "gate", None) is not None:
+        raise ValueError("block_forward_with_attention does not support gated attention blocks")
+    y = blk.norm1(x)
+    batch_size, length, _ = y.shape
+    qkv = attn.qkv(y).reshape(batch_size, length, 3, attn.num_heads, attn.head_dim)
+    query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    query, key = attn.q_norm(query), attn.k_norm(key)
+    scores = (query * attn.scale) @ key.transpose(-2, -1)
+    probs = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = attn.attn_drop(probs)
+    out = (probs @ value).transpose(1, 2).reshape(batch_size, length, -1)
+    out = attn.proj_drop(attn.proj(attn.norm(out)))
+    x = x + blk.drop_path1(blk.ls1(out))
+    x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+    return x, probs
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ModelOutput:
+    """Output container used like Hugging Face's ``ModelOutput``: attribute access, ``out["key"]``,
+    ``out[i]`` and ``to_tuple()`` over the fields that are not None."""
+
+    def keys(self) -> list[str]:
+        """Names of the fields that are set."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The set fields in declaration order."""
+        return tuple(getattr(self, name) for name in self.keys())
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"output has no field {key!r}; set fields: {self.keys()}")
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+@dataclass
+class ViTMAEModelOutput(ModelOutput):
+    """Output of :class:`ViTMAEModel`.
+
+    Attributes:
+        last_hidden_state: (B, 1 + L_keep, D) encoded class token and visible patches (after
+            the final LayerNorm), in ascending-noise order.
+        mask: (B, L) float, 1 for removed patches, 0 for visible ones.
+        ids_restore: (B, L) int64 permutation that restores the patch order.
+        hidden_states: With ``output_hidden_states``: the embedding output and the output of every
+            encoder block (before the final norm), each (B, 1 + L_keep, D).
+        attentions: With ``output_attentions``: per block (B, heads, 1 + L_keep, 1 + L_keep).
+    """
+
+    last_hidden_state: Tensor | None = None
+    mask: Tensor | None = None
+    ids_restore: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class ViTMAEForPreTrainingOutput(ModelOutput):
+    """Output of :class:`ViTMAEForPreTraining`.
+
+    Attributes:
+        loss: Scalar reconstruction loss on the removed patches.
+        logits: (B, L, p * p * C) predicted pixels of every patch.
+        mask: (B, L) float, 1 for removed patches.
+        ids_restore: (B, L) int64 permutation that restores the patch order.
+        hidden_states: Encoder hidden states, see :class:`ViTMAEModelOutput`.
+        attentions: Encoder attention probabilities, see :class:`ViTMAEModelOutput`.
+    """
+
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+    mask: Tensor | None = None
+    ids_restore: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+def config_from_official_state_dict(
+    state_dict: Mapping[str, Tensor],
+    num_attention_heads: int | None = None,
+    decoder_num_attention_heads: int = 16,
+    layer_norm_eps: float = 1e-6,
+    **overrides: Any,
+) -> ViTMAEConfig:
+    """Builds a :class:`ViTMAEConfig` that fits an official MAE or timm ViT state dict.
+
+    Head counts are not stored in the weights: the encoder default is ``hidden_size // 64`` (true
+    for ViT-B/L/H), the decoder default 16 (the official decoders). The official models use
+    LayerNorm epsilon 1e-6.
+
+    Args:
+        state_dict: Official-layout state dict (or a checkpoint holding one).
+        num_attention_heads: Encoder heads; ``hidden_size // 64`` when None.
+        decoder_num_attention_heads: Decoder heads (used when the state dict has a decoder).
+        layer_norm_eps: LayerNorm epsilon.
+        **overrides: Any other :class:`ViTMAEConfig` field.
+    """
+    info = convert.infer_official_architecture(convert.unwrap_checkpoint(state_dict))
+    hidden = info["embed_dim"]
+    fields: dict[str, Any] = {
+        "hidden_size": hidden,
+        "num_hidden_layers": info["depth"],
+        "num_attention_heads": num_attention_heads or max(hidden // 64, 1),
+        "intermediate_size": info["mlp_hidden"],
+        "image_size": info["grid_size"][0] * info["patch_size"],
+        "patch_size": info["patch_size"],
+        "num_channels": info["in_chans"],
+        "qkv_bias": info["qkv_bias"],
+        "layer_norm_eps": layer_norm_eps,
+    }
+    if "decoder_embed_dim" in info:
+        fields.update(
+            decoder_hidden_size=info["decoder_embed_dim"],
+            decoder_num_hidden_layers=max(info["decoder_depth"], 1),
+            decoder_intermediate_size=info["decoder_mlp_hidden"] or 4 * info["decoder_embed_dim"],
+            decoder_num_attention_heads=decoder_num_attention_heads,
+        )
+    fields.update(overrides)
+    return ViTMAEConfig(**fields)
+
+
+class ViTMAEPreTrainedModel(nn.Module):
+    """Shared loading and saving of the Hugging Face checkpoint layout.
+
+    Attributes:
+        config: The model's :class:`ViTMAEConfig`.
+    """
+
+    # Prefix of the encoder weights in this model's Hugging Face checkpoints.
+    base_model_prefix: ClassVar[str] = ""
+    config: ViTMAEConfig
+
+    def __init__(self, config: ViTMAEConfig) -> None:
+        super().__init__()
+        if not isinstance(config, ViTMAEConfig):
+            raise TypeError(f"config must be a ViTMAEConfig, got {type(config).__name__}")
+        self.config = config
+
+    # --- subclasses say where the blocks are ---------------------------------------------------
+    def _modules_for_official(self) -> tuple[MaskedVisionTransformer, MAEDecoder | None]:
+        raise NotImplementedError
+
+    # --- official layout ----------------------------------------------------------------------
+    def official_state_dict(self) -> dict[str, Tensor]:
+        """The weights in the official MAE layout (``blocks.N.attn.qkv``, ``decoder_*``)."""
+        encoder, decoder = self._modules_for_official()
+        return convert.official_state_dict(encoder, decoder)
+
+    def load_official_state_dict(
+        self, checkpoint: Mapping[str, Any] | str | os.PathLike[str], strict: bool = True
+    ) -> list[str]:
+        """Loads an official facebookresearch/mae checkpoint (path, ``{"model": ...}`` or flat).
+
+        Args:
+            checkpoint: The checkpoint.
+            strict: Raise on missing/unexpected keys (shape mismatches always raise).
+
+        Returns:
+            Names of weights the checkpoint lacked (only with ``strict=False``).
+        """
+        encoder, decoder = self._modules_for_official()
+        return convert.load_official(encoder, decoder, checkpoint, strict=strict)
+
+    # --- Hugging Face layout ------------------------------------------------------------------
+    def hf_state_dict(self) -> dict[str, Tensor]:
+        """The weights with Hugging Face ViTMAE names (hub layout, separate query/key/value)."""
+        return convert.official_to_hf_state_dict(
+            self.official_state_dict(), base_model_prefix=self.base_model_prefix
+        )
+
+    def load_hf_state_dict(
+        self, state_dict: Mapping[str, Tensor], strict: bool = True
+    ) -> list[str]:
+        """Loads Hugging Face ViTMAE weights (any transformers 4.x/5.x spelling).
+
+        ``ViTMAEModel`` accepts the encoder part of a ``ViTMAEForPreTraining`` checkpoint;
+        ``ViTMAEForPreTraining`` accepts a ``ViTMAEModel`` checkpoint with ``strict=False`` (the
+        decoder keeps its initialisation).
+
+        Args:
+            state_dict: Hugging Face state dict.
+            strict: Raise on missing/unexpected keys (shape mismatches always raise).
+
+        Returns:
+            Hugging Face names of the weights that were missing (only with ``strict=False``).
+
+        Raises:
+            ValueError: Naming the missing, unexpected or mis-shaped keys.
+        """
+        provided = {convert.normalize_hf_key(k): v for k, v in state_dict.items()}
+        has_prefix = any(k.startswith("vit.") for k in provided)
+        prefix = self.base_model_prefix
+        if has_prefix and not prefix:
+            provided = {k[len("vit.") :]: v for k, v in provided.items() if k.startswith("vit.")}
+        elif prefix and not has_prefix:
+            provided = {
+                (k if k.startswith("decoder.") else prefix + k): v for k, v in provided.items()
+            }
+        expected = self.hf_state_dict()
+        missing = convert.check_state_dict(
+            expected,
+            provided,
+            "Hugging Face checkpoint",
+            strict=strict,
+            ignore_unexpected=() if prefix else ("decoder.",),
+        )
+        official = convert.hf_to_official_state_dict(
+            {k: v for k, v in provided.items() if k in expected}
+        )
+        encoder, decoder = self._modules_for_official()
+        convert.load_official(encoder, decoder, official, strict=False)
+        return missing
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> None:
+        """Writes ``config.json`` and ``model.safetensors`` in the Hugging Face layout.
+
+        The directory loads with ``transformers``' ``from_pretrained`` and with ours.
+
+        Args:
+            save_directory: Target directory (created if needed).
+        """
+        self.config.save_pretrained(save_directory, architectures=[type(self).__name__])
+        save_state_dict_to_directory(self.hf_state_dict(), save_directory)
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_Model],
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        config: ViTMAEConfig | None = None,
+        strict: bool = True,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+    ) -> _Model:
+        """Loads a model saved in the Hugging Face layout, without ``transformers``.
+
+        Args:
+            pretrained_model_name_or_path: Local directory (``config.json`` + weights) or hub id
+                (needs ``huggingface_hub``; offline, cached files are used).
+            config: Use this config instead of the directory's ``config.json``.
+            strict: Raise on missing/unexpected weights (shape mismatches always raise); with
+                False, missing weights keep their initialisation and a warning names them.
+            revision: Hub revision.
+            cache_dir: Hub cache directory.
+            local_files_only: Do not try the network.
+
+        Returns:
+            The model in eval mode (as ``transformers`` returns it).
+        """
+        directory = resolve_pretrained_directory(
+            pretrained_model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+        if config is None:
+            config = ViTMAEConfig.from_json_file(directory / CONFIG_NAME)
+        model = cls(config)
+        missing = model.load_hf_state_dict(load_state_dict_from_directory(directory), strict)
+        if missing:
+            warnings.warn(
+                f"{len(missing)} weight(s) were not in {str(pretrained_model_name_or_path)!r} "
+                f"and keep their initial values: {missing[:12]}",
+                stacklevel=2,
+            )
+        return model.eval()
+
+
+class ViTMAEModel(ViTMAEPreTrainedModel):
+    """The ViTMAE encoder: masks patches and encodes the visible ones (Hugging Face semantics).
+
+    Args:
+        config: Model configuration.
+
+    Attributes:
+        encoder: The :class:`~ssl_mae.modules.MaskedVisionTransformer` (a timm ViT under
+            ``encoder.vit``).
+    """
+
+    base_model_prefix = ""
+
+    def __init__(self, config: ViTMAEConfig) -> None:
+        super().__init__(config)
+        self.encoder = _build_encoder(config)
+
+    def _modules_for_official(self) -> tuple[MaskedVisionTransformer, MAEDecoder | None]:
+        return self.encoder, None
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute encoder block activations in the backward pass to save memory."""
+        self.encoder.set_grad_checkpointing(True)
+
+    def check_pixel_values(
+        self, pixel_values: Tensor, interpolate_pos_encoding: bool = False
+    ) -> tuple[int, int]:
+        """Validates a batch of images and returns its patch grid ``(h, w)``.
+
+        Args:
+            pixel_values: (B, C, H, W) images; (H, W) must be the configured image size unless
+                ``interpolate_pos_encoding`` is set, and multiples of the patch size.
+            interpolate_pos_encoding: Allow other image sizes.
+        """
+        check_tensor(pixel_values, "pixel_values", ndim=4, shape_doc="(B, C, H, W)", floating=True)
+        grid = self.encoder.check_images(pixel_values)
+        height, width = pixel_values.shape[2:]
+        if not interpolate_pos_encoding and (height, width) != self.config.image_hw:
+            raise ValueError(
+                f"pixel_values must be {self.config.image_hw[0]}x{self.config.image_hw[1]} "
+                f"(config.image_size), got {height}x{width}; pass interpolate_pos_encoding=True "
+                "for other sizes"
+            )
+        return grid
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        noise: Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ) -> ViTMAEModelOutput | tuple[Any, ...]:
+        """Masks ``config.mask_ratio`` of the patches and encodes the rest.
+
+        Args:
+            pixel_values: (B, C, H, W) images.
+            noise: Optional (B, L) noise; the patches with the smallest noise are kept, so the
+                same noise gives the same mask as ``transformers``.
+            interpolate_pos_encoding: Resize the position embedding for other image sizes.
+            output_attentions: Also return the attention probabilities of every block.
+            output_hidden_states: Also return the embedding output and every block's output.
+            return_dict: Return a :class:`ViTMAEModelOutput` (else its tuple of set fields).
+
+        Returns:
+            :class:`ViTMAEModelOutput`.
+        """
+        grid = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
+        batch_size, num_patches = pixel_values.shape[0], grid[0] * grid[1]
+        if isinstance(noise, Tensor):
+            noise = noise.to(pixel_values.device)
+        idx_keep, idx_mask = masking.random_token_mask(
+            (batch_size, 1 + num_patches),
+            mask_ratio=self.config.mask_ratio,
+            num_prefix_tokens=1,
+            device=pixel_values.device,
+            noise=noise,
+        )
+        hidden_states: list[Tensor] | None = None
+        attentions: list[Tensor] | None = None
+        if not (output_attentions or output_hidden_states):
+            last_hidden_state = self.encoder.encode(pixel_values, idx_keep=idx_keep)
+        else:
+            vit = self.encoder.vit
+            tokens = vit.norm_pre(self.encoder.preprocess(pixel_values, idx_keep=idx_keep))
+            hidden_states, attentions = [tokens], []
+            for block in vit.blocks:
+                if output_attentions:
+                    tokens, probs = block_forward_with_attention(block, tokens)
+                    attentions.append(probs)
+                elif self.encoder.grad_checkpointing and torch.is_grad_enabled():
+                    tokens = cast(Tensor, checkpoint(block, tokens, use_reentrant=False))
+                else:
+                    tokens = block(tokens)
+                hidden_states.append(tokens)
+            last_hidden_state = vit.norm(tokens)
+
+        # The official/HF bookkeeping over patch tokens (index 0 of the sequence is the class).
+        patch_keep, patch_mask = idx_keep[:, 1:] - 1, idx_mask - 1
+        ids_restore = masking.restore_index(patch_keep, patch_mask)
+        mask = torch.zeros(batch_size, num_patches, device=pixel_values.device)
+        mask.scatter_(1, patch_mask, 1.0)
+        output = ViTMAEModelOutput(
+            last_hidden_state=last_hidden_state,
+            mask=mask,
+            ids_restore=ids_restore,
+            hidden_states=tuple(hidden_states) if output_hidden_states and hidden_states else None,
+            attentions=tuple(attentions) if output_attentions and attentions is not None else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
+    """ViTMAE encoder + decoder with the pixel reconstruction loss (Hugging Face semantics).
+
+    Args:
+        config: Model configuration.
+
+    Attributes:
+        vit: The :class:`ViTMAEModel` encoder.
+        decoder: The :class:`~ssl_mae.modules.MAEDecoder`.
+        loss_fn: The :class:`~ssl_mae.loss.MAELoss` (``norm_pix=config.norm_pix_loss``).
+    """
+
+    base_model_prefix = "vit."
+
+    def __init__(self, config: ViTMAEConfig) -> None:
+        super().__init__(config)
+        self.vit = ViTMAEModel(config)
+        self.decoder = _build_decoder(config)
+        self.loss_fn = MAELoss(norm_pix=config.norm_pix_loss)
+
+    def _modules_for_official(self) -> tuple[MaskedVisionTransformer, MAEDecoder | None]:
+        return self.vit.encoder, self.decoder
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute encoder block activations in the backward pass to save memory."""
+        self.vit.gradient_checkpointing_enable()
+
+    # --- converters from other layouts ----------------------------------------------------------
+    @classmethod
+    def from_official(
+        cls,
+        checkpoint: Mapping[str, Any] | str | os.PathLike[str],
+        config: ViTMAEConfig | None = None,
+        strict: bool = True,
+        **config_kwargs: Any,
+    ) -> ViTMAEForPreTraining:
+        """Builds a model from an official facebookresearch/mae checkpoint.
+
+        Args:
+            checkpoint: Path, ``{"model": ...}`` or flat official state dict. Encoder-only
+                checkpoints need ``strict=False`` (the decoder is then freshly initialised).
+            config: Architecture; inferred from the weights when None (see
+                :func:`config_from_official_state_dict`, which takes ``config_kwargs``).
+            strict: Raise on missing/unexpected keys.
+            **config_kwargs: Passed to :func:`config_from_official_state_dict`.
+        """
+        state_dict = convert.unwrap_checkpoint(checkpoint)
+        if config is None:
+            config = config_from_official_state_dict(state_dict, **config_kwargs)
+        model = cls(config)
+        model.load_official_state_dict(state_dict, strict=strict)
+        return model
+
+    @classmethod
+    def from_timm_encoder(
+        cls,
+        state_dict: Mapping[str, Tensor],
+        config: ViTMAEConfig | None = None,
+        **config_kwargs: Any,
+    ) -> ViTMAEForPreTraining:
+        """Builds a model from a timm ``vit_*.mae`` encoder state dict; the decoder is freshly
+        initialised (MAE initialisation).
+
+        Args:
+            state_dict: timm ``VisionTransformer`` state dict (a classifier head is ignored).
+            config: Architecture; inferred from the weights when None.
+            **config_kwargs: Passed to :func:`config_from_official_state_dict`.
+        """
+        flat = convert.unwrap_checkpoint(state_dict)
+        if config is None:
+            config = config_from_official_state_dict(flat, **config_kwargs)
+        model = cls(config)
+        convert.load_timm_encoder(model.vit.encoder, flat, strict=True)
+        return model
+
+    @classmethod
+    def from_lightly(
+        cls,
+        state_dict: Mapping[str, Tensor],
+        config: ViTMAEConfig | None = None,
+        prefix: str = "",
+        decoder_prefix: str | None = None,
+        **config_kwargs: Any,
+    ) -> ViTMAEForPreTraining:
+        """Builds a model from a Lightly ``MaskedVisionTransformerTIMM`` state dict.
+
+        Args:
+            state_dict: Lightly state dict of the encoder (or of a model, with ``prefix``).
+            config: Architecture; inferred from the encoder weights when None.
+            prefix: Prefix of the encoder in ``state_dict``, e.g. ``"backbone."``.
+            decoder_prefix: Prefix of a Lightly ``MAEDecoderTIMM`` in ``state_dict`` (e.g.
+                ``"decoder."``) to load it too; None keeps a fresh decoder.
+            **config_kwargs: Passed to :func:`config_from_official_state_dict`.
+        """
+        encoder_state = convert.encoder_state_dict_from_lightly(state_dict, prefix=prefix)
+        official = {k[len("vit.") :]: v for k, v in encoder_state.items() if k.startswith("vit.")}
+        if decoder_prefix is not None:
+            flat = convert.unwrap_checkpoint(state_dict)
+            official.update(
+                {
+                    k[len(decoder_prefix) :]: v
+                    for k, v in flat.items()
+                    if k.startswith(decoder_prefix)
+                }
+            )
+        if config is None:
+            config = config_from_official_state_dict(official, **config_kwargs)
+        model = cls(config)
+        if decoder_prefix is None:
+            convert.load_timm_encoder(model.vit.encoder, official, strict=True)
+        else:
+            model.load_official_state_dict(official, strict=True)
+        return model
+
+    # --- the MAE steps ----------------------------------------------------------------------------
+    def patchify(self, pixel_values: Tensor, interpolate_pos_encoding: bool = False) -> Tensor:
+        """Cuts images into flattened patches (official/HF layout).
+
+        Args:
+            pixel_values: (B, C, H, W) images; square unless ``interpolate_pos_encoding``.
+            interpolate_pos_encoding: Allow non-square images.
+
+        Returns:
+            (B, L, p * p * C) patches.
+        """
+        check_tensor(pixel_values, "pixel_values", ndim=4, shape_doc="(B, C, H, W)")
+        channels, height, width = pixel_values.shape[1:]
+        if channels != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values must have {self.config.num_channels} channels "
+                f"(config.num_channels), got {channels}"
+            )
+        if not interpolate_pos_encoding and height != width:
+            raise ValueError(
+                f"pixel_values must be square unless interpolate_pos_encoding=True, "
+                f"got {height}x{width}"
+            )
+        return masking.patchify(pixel_values, self.config.patch_size)
+
+    def unpatchify(
+        self, patchified_pixel_values: Tensor, original_image_size: tuple[int, int] | None = None
+    ) -> Tensor:
+        """Puts flattened patches back into images.
+
+        Args:
+            patchified_pixel_values: (B, L, p * p * C) patches.
+            original_image_size: ``(H, W)``; ``config.image_size`` when None.
+
+        Returns:
+            (B, C, H, W) images.
+        """
+        size = self.config.image_hw if original_image_size is None else original_image_size
+        return masking.unpatchify(
+            patchified_pixel_values,
+            self.config.patch_size,
+            channels=self.config.num_channels,
+            image_size=size,
+        )
+
+    def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
+        """Predicts the pixels of every patch from the encoder output.
+
+        Args:
+            latent: (B, 1 + L_keep, D) encoder output (class token first).
+            ids_restore: (B, L) permutation restoring the patch order.
+
+        Returns:
+            (B, L, p * p * C) logits.
+        """
+        decoder = self.decoder
+        num_patches = ids_restore.shape[1]
+        if num_patches == decoder.num_patches:
+            return decoder.predict_all(latent, ids_restore)
+        # Another image size: Hugging Face resizes the decoder position table as a 1-D sequence
+        # (bicubic over the flattened patch order), which is interpolate_pos_embed on a 1 x L grid.
+        check_tensor(ids_restore, "ids_restore", ndim=2, shape_doc="(B, L)", integer=True)
+        x = decoder.embed(latent)
+        tokens = torch.cat([x[:, :1], decoder.insert_mask_tokens(x[:, 1:], ids_restore)], dim=1)
+        pos_embed = interpolate_pos_embed(
+            decoder.decoder_pos_embed,
+            new_grid=(1, num_patches),
+            num_prefix_tokens=1,
+            old_grid=(1, decoder.num_patches),
+            antialias=False,
+        )
+        tokens = decoder.decoder_norm(decoder.decoder_blocks(tokens + pos_embed.to(tokens.dtype)))
+        return decoder.predict(tokens[:, 1:])
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        noise: Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ) -> ViTMAEForPreTrainingOutput | tuple[Any, ...]:
+        """Masks, encodes, decodes and computes the reconstruction loss.
+
+        Args:
+            pixel_values: (B, C, H, W) images.
+            noise: Optional (B, L) masking noise (see :meth:`ViTMAEModel.forward`).
+            interpolate_pos_encoding: Resize the position embeddings for other image sizes.
+            output_attentions: Also return the encoder attention probabilities.
+            output_hidden_states: Also return the encoder hidden states.
+            return_dict: Return a :class:`ViTMAEForPreTrainingOutput` (else its tuple).
+
+        Returns:
+            :class:`ViTMAEForPreTrainingOutput` with ``loss`` (scalar), ``logits``
+            (B, L, p * p * C), ``mask`` (B, L), ``ids_restore`` (B, L), and optionally
+            ``hidden_states`` and ``attentions``.
+        """
+        encoded = cast(
+            ViTMAEModelOutput,
+            self.vit(
+                pixel_values,
+                noise=noise,
+                interpolate_pos_encoding=interpolate_pos_encoding,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+            ),
+        )
+        assert encoded.last_hidden_state is not None and encoded.ids_restore is not None
+        assert encoded.mask is not None
+        logits = self.forward_decoder(encoded.last_hidden_state, encoded.ids_restore)
+        target = self.patchify(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        loss = self.loss_fn(logits, target, encoded.mask)
+        output = ViTMAEForPreTrainingOutput(
+            loss=loss,
+            logits=logits,
+            mask=encoded.mask,
+            ids_restore=encoded.ids_restore,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
+        )
+        return output if return_dict else output.to_tuple()
