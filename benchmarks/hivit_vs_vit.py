@@ -1,0 +1,118 @@
+"""Training-step throughput of MAE-HiViT-B against MAE ViT-B/16 on the same batch.
+
+The HiViT paper claims its MAE pre-training is faster than a plain ViT's at similar size,
+because the masked units are dropped before the hierarchical stem. This script times full
+training steps (masking, encoder, decoder, loss, backward, AdamW step) on one random batch.
+
+Usage:
+    python benchmarks/hivit_vs_vit.py --batch-size 8 --steps 5 --warmup 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ssl_mae.hivit import HiViTMAEForPreTraining
+from ssl_mae.loss import MAELoss
+from ssl_mae.masking import get_at_index, patchify, random_token_mask
+from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
+
+
+class ViTMAE(nn.Module):
+    """MAE with a timm ViT-B/16 encoder and the standard 8 × 512 decoder (official recipe)."""
+
+    def __init__(self, mask_ratio: float = 0.75, norm_pix_loss: bool = True) -> None:
+        super().__init__()
+        self.encoder = MaskedVisionTransformer.from_timm("vit_base_patch16_224")
+        self.decoder = MAEDecoder(
+            num_patches=196, patch_size=16, embed_dim=768, decoder_depth=8, decoder_num_heads=16
+        )
+        self.criterion = MAELoss(norm_pix=norm_pix_loss)
+        self.mask_ratio = mask_ratio
+
+    def forward(self, images: Tensor) -> Tensor:
+        idx_keep, idx_mask = random_token_mask(
+            (images.shape[0], 197), self.mask_ratio, device=images.device
+        )
+        encoded = self.encoder.encode(images, idx_keep=idx_keep)
+        pred = self.decoder.predict_masked(encoded, idx_keep, idx_mask)
+        target = get_at_index(patchify(images, 16), idx_mask - 1)
+        loss: Tensor = self.criterion(pred, target)
+        return loss
+
+
+class Runner:
+    """One model with its optimizer, able to time a single training step."""
+
+    def __init__(self, name: str, build: Callable[[], nn.Module], device: str) -> None:
+        torch.manual_seed(0)
+        self.name = name
+        self.model = build().to(device).train()
+        encoder = getattr(self.model, "backbone", None) or self.model.encoder
+        self.params_total = sum(p.numel() for p in self.model.parameters())
+        self.params_encoder = sum(p.numel() for p in encoder.parameters())
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+        self.seconds: list[float] = []
+
+    def step(self, images: Tensor, record: bool = True) -> None:
+        """Runs and (optionally) times one training step."""
+        if images.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = self.model(images)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if images.device.type == "cuda":
+            torch.cuda.synchronize()
+        if record:
+            self.seconds.append(time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=8, help="images per step")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images = torch.randn(args.batch_size, 3, 224, 224, device=args.device)
+    candidates: list[tuple[str, Callable[[], nn.Module]]] = [
+        ("MAE ViT-B/16 (dec 8x512)", ViTMAE),
+        ("MAE HiViT-B (dec 6x512)", lambda: HiViTMAEForPreTraining.from_preset("mae_hivit_b")),
+        (
+            "MAE HiViT-B (dec 8x512)",
+            lambda: HiViTMAEForPreTraining.from_preset("mae_hivit_b", decoder_depth=8),
+        ),
+    ]
+    runners = [Runner(name, build, args.device) for name, build in candidates]
+    for runner in runners:
+        for _ in range(args.warmup):
+            runner.step(images, record=False)
+    # Interleave the models step by step so that a shared, noisy CPU slows them alike.
+    for _ in range(args.steps):
+        for runner in runners:
+            runner.step(images)
+    print(f"device={args.device} batch={args.batch_size} threads={torch.get_num_threads()}")
+    header = f"{'model':28s} {'enc params':>12s} {'all params':>12s}"
+    print(f"{header} {'median s/step':>14s} {'min s/step':>11s} {'img/s (median)':>15s}")
+    for runner in runners:
+        median = statistics.median(runner.seconds)
+        print(
+            f"{runner.name:28s} {runner.params_encoder:12,d} {runner.params_total:12,d} "
+            f"{median:14.3f} {min(runner.seconds):11.3f} {images.shape[0] / median:15.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
