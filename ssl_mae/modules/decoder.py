@@ -7,8 +7,12 @@ from functools import partial
 from typing import Any, cast
 
 import torch
-from timm.layers import Attention
 from timm.models.vision_transformer import Block
+
+try:
+    from timm.layers.attention import Attention
+except ImportError:  # timm < 1.0.10 keeps Attention in the ViT module
+    from timm.models.vision_transformer import Attention  # type: ignore[attr-defined,no-redef]
 from torch import Tensor, nn
 
 from ssl_mae import masking
