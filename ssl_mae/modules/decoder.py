@@ -12,7 +12,7 @@ from timm.models.vision_transformer import Block
 try:
     from timm.layers.attention import Attention
 except ImportError:  # timm < 1.0.10 keeps Attention in the ViT module
-    from timm.models.vision_transformer import Attention  # type: ignore[attr-defined,no-redef]
+    from timm.models.vision_transformer import Attention  # type: ignore[attr-defined]
 from torch import Tensor, nn
 
 from ssl_mae import masking
