@@ -1,0 +1,562 @@
+"""Fashion-MNIST benchmark: MAE pretraining (ours vs Lightly) + kNN / linear probe vs raw pixels.
+
+Every row sees the same recipe: the same timm ViT (built from the same seed), the same optimiser
+(AdamW, betas (0.9, 0.95), weight decay 0.05 without decay on norms/biases/tokens, warmup +
+cosine per step), the same batches in the same order, the same crops and flips and the same
+masks. One ``torch.Generator`` seeded with ``--seed`` draws, step by step, the shuffling, the
+augmentation and the mask noise; the stream does not depend on the model, so every
+implementation is fed bit-identical inputs and masks.
+
+* ``--impl ours``: the ``ssl_mae`` blocks, ``MaskedVisionTransformer`` →
+  ``MAEDecoder.predict_masked`` → ``MAELoss`` on ``masked_patch_targets``.
+* ``--impl lightly``: Lightly's wiring as in its MAE example: ``MaskedVisionTransformerTIMM``,
+  a linear ``decoder_embed``, ``MaskedVisionTransformerDecoderTIMM`` fed the mask-token sequence
+  with the visible tokens set at ``idx_keep``, a linear prediction head, MSE against
+  ``get_at_index(patchify(images), idx_mask - 1)``.
+* ``--baseline pixels``: the normalised 784 pixels as features.
+
+After pretraining (and at every epoch listed in ``--eval-epochs``) the frozen encoder is
+evaluated on the official split: kNN (cosine, k=200, t=0.07) and a linear probe
+(BatchNorm without affine + Linear, LARS) on class-token and mean-pooled features. Results go to
+a JSON file and a Markdown table; per-step losses of every implementation go into one PNG.
+
+Default run (all rows): ``python benchmarks/fashion_mnist.py``. Tiny smoke run:
+``python benchmarks/fashion_mnist.py --train-subset 512 --test-subset 256 --epochs 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from ssl_mae.data import load_fashion_mnist
+from ssl_mae.evaluation import knn_accuracy, pool_tokens, train_linear_probe
+from ssl_mae.loss import MAELoss, masked_patch_targets, normalize_patches
+from ssl_mae.masking import random_token_mask
+from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
+from ssl_mae.optim import build_adamw, param_groups_weight_decay, warmup_cosine_scheduler
+from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, BatchedMAEAugment
+
+IMPLS = ("ours", "lightly")
+BASELINES = ("pixels",)
+POOLS = ("cls", "mean")
+NUM_CLASSES = 10
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------------
+# Models: one backbone definition, two MAE wirings.
+
+
+def build_vit(args: argparse.Namespace) -> VisionTransformer:
+    """The timm ViT shared by every implementation (built from the same seed)."""
+    torch.manual_seed(args.seed)
+    return VisionTransformer(
+        img_size=28,
+        patch_size=args.patch_size,
+        in_chans=1,
+        embed_dim=args.embed_dim,
+        depth=args.depth,
+        num_heads=args.num_heads,
+        mlp_ratio=4.0,
+        num_classes=0,
+        class_token=True,
+        global_pool="token",
+    )
+
+
+class OursMAE(nn.Module):
+    """MAE assembled from the ssl_mae blocks."""
+
+    def __init__(self, vit: VisionTransformer, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.patch_size = args.patch_size
+        self.backbone = MaskedVisionTransformer(vit)
+        self.decoder = MAEDecoder(
+            num_patches=self.backbone.num_patches,
+            patch_size=args.patch_size,
+            in_chans=1,
+            embed_dim=args.embed_dim,
+            decoder_embed_dim=args.decoder_dim,
+            decoder_depth=args.decoder_depth,
+            decoder_num_heads=args.decoder_heads,
+        )
+        self.criterion = MAELoss(norm_pix=args.norm_pix)
+
+    def forward(self, images: Tensor, idx_keep: Tensor, idx_mask: Tensor) -> Tensor:
+        """Returns the loss for images (B, 1, 28, 28) and masks over the full sequence."""
+        encoded = self.backbone.encode(images, idx_keep=idx_keep)
+        pred = self.decoder.predict_masked(encoded, idx_keep, idx_mask)
+        target = masked_patch_targets(
+            images, self.patch_size, idx_mask, self.backbone.num_prefix_tokens
+        )
+        loss: Tensor = self.criterion(pred, target)
+        return loss
+
+
+class LightlyMAE(nn.Module):
+    """Lightly's MAE wiring (its ``examples/pytorch/mae.py``) around the same timm ViT."""
+
+    def __init__(self, vit: VisionTransformer, args: argparse.Namespace) -> None:
+        super().__init__()
+        from lightly.models.modules import (
+            MaskedVisionTransformerDecoderTIMM,
+            MaskedVisionTransformerTIMM,
+        )
+
+        self.patch_size = args.patch_size
+        self.norm_pix = args.norm_pix
+        self.backbone = MaskedVisionTransformerTIMM(vit=vit)
+        self.sequence_length = self.backbone.sequence_length
+        self.decoder_embed = nn.Linear(args.embed_dim, args.decoder_dim)
+        self.decoder = MaskedVisionTransformerDecoderTIMM(
+            num_patches=vit.patch_embed.num_patches,
+            embed_dim=args.decoder_dim,
+            depth=args.decoder_depth,
+            num_heads=args.decoder_heads,
+        )
+        self.prediction_head = nn.Linear(args.decoder_dim, args.patch_size**2 * 1)
+        self.criterion = nn.MSELoss()
+
+    def forward(self, images: Tensor, idx_keep: Tensor, idx_mask: Tensor) -> Tensor:
+        """Returns the loss for images (B, 1, 28, 28) and masks over the full sequence."""
+        from lightly.models import utils
+
+        encoded = self.backbone.encode(images=images, idx_keep=idx_keep)
+        x = self.decoder_embed(encoded)
+        tokens = utils.repeat_token(self.decoder.mask_token, (x.shape[0], self.sequence_length))
+        tokens = utils.set_at_index(tokens, idx_keep, x.type_as(tokens))
+        decoded = self.decoder(tokens)
+        pred = self.prediction_head(utils.get_at_index(decoded, idx_mask))
+        target = utils.get_at_index(utils.patchify(images, self.patch_size), idx_mask - 1)
+        if self.norm_pix:
+            # Lightly has no norm-pix loss; the recipe's target normalisation is applied here.
+            target = normalize_patches(target)
+        loss: Tensor = self.criterion(pred, target)
+        return loss
+
+
+def build_model(impl: str, args: argparse.Namespace) -> OursMAE | LightlyMAE:
+    vit = build_vit(args)
+    # Seed again so that decoder initialisation is reproducible per implementation too.
+    torch.manual_seed(args.seed + 1)
+    return OursMAE(vit, args) if impl == "ours" else LightlyMAE(vit, args)
+
+
+# --------------------------------------------------------------------------------------------
+# Data: tensors in memory, one generator for order, crops, flips and masks.
+
+
+@dataclass
+class Split:
+    images: Tensor  # (N, 1, 28, 28) uint8
+    labels: Tensor  # (N,) int64
+
+
+def load_split(train: bool, subset: int | None, data_root: str | None) -> Split:
+    images, labels = load_fashion_mnist(train=train, root=data_root, download=False)
+    if subset is not None:
+        images, labels = images[:subset], labels[:subset]
+    return Split(images.unsqueeze(1).contiguous(), labels)
+
+
+def normalize(images: Tensor) -> Tensor:
+    """uint8 (B, 1, H, W) → float, normalised with the Fashion-MNIST mean and std."""
+    mean, std = FASHION_MNIST_NORMALIZE["mean"][0], FASHION_MNIST_NORMALIZE["std"][0]
+    return (images.float() / 255.0 - mean) / std
+
+
+def pretraining_stream(
+    data: Split, args: argparse.Namespace, sequence_length: int, device: torch.device
+) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
+    """Yields ``(epoch, images, idx_keep, idx_mask)`` for every step; identical for every model."""
+    generator = torch.Generator().manual_seed(args.seed)
+    augment = BatchedMAEAugment(
+        input_size=28, min_scale=args.min_scale, normalize=FASHION_MNIST_NORMALIZE
+    )
+    num_images = data.images.shape[0]
+    batch_size = min(args.batch_size, num_images)
+    for epoch in range(args.epochs):
+        order = torch.randperm(num_images, generator=generator)
+        for step in range(num_images // batch_size):
+            batch = data.images[order[step * batch_size : (step + 1) * batch_size]]
+            images = augment(batch, generator=generator)
+            idx_keep, idx_mask = random_token_mask(
+                (batch_size, sequence_length), args.mask_ratio, generator=generator
+            )
+            yield epoch, images.to(device), idx_keep.to(device), idx_mask.to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+@torch.no_grad()
+def extract(
+    backbone: nn.Module, data: Split, device: torch.device, batch_size: int = 256
+) -> dict[str, Tensor]:
+    """Pooled features {"cls": (N, D), "mean": (N, D)} of the frozen encoder, unmasked."""
+    was_training = backbone.training
+    backbone.eval()
+    num_prefix = int(getattr(backbone, "num_prefix_tokens", 1))
+    out: dict[str, list[Tensor]] = {pool: [] for pool in POOLS}
+    for start in range(0, data.images.shape[0], batch_size):
+        images = normalize(data.images[start : start + batch_size]).to(device)
+        tokens = backbone.encode(images)  # type: ignore[operator]
+        for pool in POOLS:
+            out[pool].append(pool_tokens(tokens, pool, num_prefix).float().cpu())
+    backbone.train(was_training)
+    return {pool: torch.cat(parts) for pool, parts in out.items()}
+
+
+def evaluate_features(
+    train_x: Tensor, test_x: Tensor, train: Split, test: Split, args: argparse.Namespace
+) -> dict[str, float]:
+    """kNN top-1/top-5 and linear-probe top-1/top-5 of one feature set, in percent."""
+    k = min(args.knn_k, train_x.shape[0])
+    knn = knn_accuracy(
+        train_x, train.labels, test_x, test.labels, NUM_CLASSES, k=k, temperature=args.knn_t
+    )
+    probe = train_linear_probe(
+        train_x,
+        train.labels,
+        test_x,
+        test.labels,
+        NUM_CLASSES,
+        epochs=args.probe_epochs,
+        batch_size=args.probe_batch_size,
+        base_lr=args.probe_lr,
+        warmup_epochs=min(1, args.probe_epochs),
+        seed=args.seed,
+    )
+    return {
+        "knn_top1": 100.0 * knn["top1"],
+        "knn_top5": 100.0 * knn["top5"],
+        "linear_top1": 100.0 * probe["top1"],
+        "linear_top5": 100.0 * probe["top5"],
+    }
+
+
+def evaluate_backbone(
+    backbone: nn.Module, train: Split, test: Split, args: argparse.Namespace, device: torch.device
+) -> dict[str, dict[str, float]]:
+    train_features = extract(backbone, train, device)
+    test_features = extract(backbone, test, device)
+    return {
+        pool: evaluate_features(train_features[pool], test_features[pool], train, test, args)
+        for pool in args.pools
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Runs.
+
+
+def run_impl(
+    impl: str, train: Split, test: Split, args: argparse.Namespace, device: torch.device
+) -> dict[str, Any]:
+    """Pretrains one implementation and evaluates it at the requested epochs."""
+    model = build_model(impl, args).to(device)
+    num_params = sum(p.numel() for p in model.parameters())
+    sequence_length = (28 // args.patch_size) ** 2 + 1  # patches + class token
+    steps_per_epoch = train.images.shape[0] // min(args.batch_size, train.images.shape[0])
+    total_steps = args.epochs * steps_per_epoch
+    warmup_steps = min(round(args.warmup_epochs * steps_per_epoch), total_steps)
+    optimizer = build_adamw(param_groups_weight_decay(model, args.weight_decay), lr=args.lr)
+    scheduler = warmup_cosine_scheduler(optimizer, total_steps, warmup_steps, args.min_lr)
+    requested = args.eval_epochs if impl in args.curve_impls else []
+    eval_epochs = sorted({e for e in requested if 0 < e <= args.epochs} | {args.epochs})
+
+    losses: list[float] = []
+    evaluations: list[dict[str, Any]] = []
+    train_time = 0.0
+    eval_time = 0.0
+    tic = time.perf_counter()
+    epoch_done = 0
+    stream = pretraining_stream(train, args, sequence_length, device)
+    model.train()
+    for step, (epoch, images, idx_keep, idx_mask) in enumerate(stream):
+        loss = model(images, idx_keep, idx_mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        scheduler.step()
+        value = float(loss.item())
+        if not math.isfinite(value):
+            raise RuntimeError(f"{impl}: loss became {value} at step {step}")
+        losses.append(value)
+        if (step + 1) % steps_per_epoch == 0:
+            epoch_done = epoch + 1
+            train_time += time.perf_counter() - tic
+            print(
+                f"[{impl}] epoch {epoch_done}/{args.epochs} loss {value:.4f} "
+                f"train {train_time:.0f}s",
+                flush=True,
+            )
+            if epoch_done in eval_epochs:
+                tic_eval = time.perf_counter()
+                metrics = evaluate_backbone(model.backbone, train, test, args, device)
+                eval_time += time.perf_counter() - tic_eval
+                evaluations.append({"epoch": epoch_done, **metrics})
+                print(f"[{impl}] epoch {epoch_done}: {json.dumps(metrics)}", flush=True)
+            tic = time.perf_counter()
+    return {
+        "impl": impl,
+        "num_params": num_params,
+        "steps": len(losses),
+        "steps_per_epoch": steps_per_epoch,
+        "losses": losses,
+        "evaluations": evaluations,
+        "pretrain_wall_s": train_time,
+        "eval_wall_s": eval_time,
+    }
+
+
+def run_pixels(train: Split, test: Split, args: argparse.Namespace) -> dict[str, Any]:
+    tic = time.perf_counter()
+    train_x = normalize(train.images).flatten(1)
+    test_x = normalize(test.images).flatten(1)
+    metrics = evaluate_features(train_x, test_x, train, test, args)
+    print(f"[pixels] {json.dumps(metrics)}", flush=True)
+    return {"impl": "pixels", "metrics": metrics, "eval_wall_s": time.perf_counter() - tic}
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        import lightly
+
+        info["lightly"] = lightly.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flattens the result into one row per (implementation, epoch, pool)."""
+    rows: list[dict[str, Any]] = []
+    for run in result["runs"]:
+        if run["impl"] == "pixels":
+            rows.append(
+                {
+                    "impl": "raw pixels",
+                    "pool": "-",
+                    "epochs": 0,
+                    **run["metrics"],
+                    "wall_s": run["eval_wall_s"],
+                }
+            )
+            continue
+        for evaluation in run["evaluations"]:
+            for pool in result["config"]["pools"]:
+                rows.append(
+                    {
+                        "impl": run["impl"],
+                        "pool": pool,
+                        "epochs": evaluation["epoch"],
+                        **evaluation[pool],
+                        "wall_s": run["pretrain_wall_s"] + run["eval_wall_s"],
+                    }
+                )
+    return rows
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    machine = result["machine"]
+    lines = [
+        "| implementation | pool | pretrain epochs | kNN top-1 | kNN top-5 | linear top-1 "
+        "| run wall time (s) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['impl']} | {row['pool']} | {row['epochs']} | {row['knn_top1']:.2f} "
+            f"| {row['knn_top5']:.2f} | {row['linear_top1']:.2f} | {row['wall_s']:.0f} |"
+        )
+    config = result["config"]
+    lines += [
+        "",
+        f"Machine: {machine['processor']}, {machine['cpu_count']} CPUs, torch "
+        f"{machine['torch']} ({machine['device']}"
+        + (f", {machine['gpu']}" if "gpu" in machine else "")
+        + f"), lightly {machine.get('lightly', 'n/a')}. Seed {config['seed']}; "
+        f"total wall time {result['wall_time_s']:.0f} s. Run wall time = pretraining plus all "
+        "evaluations of that implementation. kNN: k="
+        f"{config['knn_k']}, t={config['knn_t']}; linear probe: {config['probe_epochs']} "
+        "epochs, LARS.",
+        "",
+        "Command: `" + result["command"] + "`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_losses(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for run in result["runs"]:
+        if "losses" not in run:
+            continue
+        losses = torch.tensor(run["losses"])
+        steps = torch.arange(1, len(losses) + 1) / run["steps_per_epoch"]
+        axis.plot(steps.numpy(), losses.numpy(), label=run["impl"], alpha=0.35, linewidth=0.8)
+        window = max(1, min(25, len(losses) // 10))
+        if window > 1:
+            smooth = losses.unfold(0, window, 1).mean(dim=1)
+            axis.plot(steps[window - 1 :].numpy(), smooth.numpy(), label=f"{run['impl']} (mean)")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("MAE loss (masked patches)")
+    axis.set_title("Fashion-MNIST MAE pretraining loss: ours vs Lightly (same data and masks)")
+    axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add(
+        "--impl",
+        nargs="+",
+        default=list(IMPLS),
+        choices=[*IMPLS, "none"],
+        help="MAE implementations to pretrain and evaluate ('none': only baselines)",
+    )
+    add(
+        "--baseline",
+        nargs="+",
+        default=list(BASELINES),
+        choices=[*BASELINES, "none"],
+        help="feature baselines evaluated with the same kNN and linear probe",
+    )
+    add("--epochs", type=int, default=3, help="pretraining epochs")
+    add(
+        "--eval-epochs",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="also evaluate after these epochs (the last epoch is always evaluated)",
+    )
+    add(
+        "--curve-impls",
+        nargs="*",
+        default=["ours"],
+        choices=IMPLS,
+        help="implementations evaluated at --eval-epochs (others only after the last epoch)",
+    )
+    add("--batch-size", type=int, default=256)
+    add("--lr", type=float, default=1.5e-3, help="peak AdamW learning rate")
+    add("--min-lr", type=float, default=0.0)
+    add("--weight-decay", type=float, default=0.05)
+    add("--warmup-epochs", type=float, default=0.5)
+    add("--mask-ratio", type=float, default=0.75)
+    add(
+        "--norm-pix",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="per-patch normalised pixel targets (both implementations)",
+    )
+    add("--min-scale", type=float, default=0.5, help="smallest random-resized-crop area")
+    add("--patch-size", type=int, default=7)
+    add("--embed-dim", type=int, default=128)
+    add("--depth", type=int, default=4)
+    add("--num-heads", type=int, default=4)
+    add("--decoder-dim", type=int, default=64)
+    add("--decoder-depth", type=int, default=2)
+    add("--decoder-heads", type=int, default=4)
+    add("--pools", nargs="+", default=list(POOLS), choices=POOLS)
+    add("--knn-k", type=int, default=200)
+    add("--knn-t", type=float, default=0.07)
+    add("--probe-epochs", type=int, default=10)
+    add("--probe-batch-size", type=int, default=256)
+    add("--probe-lr", type=float, default=0.1, help="LARS base lr (per 256 samples)")
+    add("--train-subset", type=int, default=None, help="use the first N training images")
+    add("--test-subset", type=int, default=None, help="use the first N test images")
+    add("--data-root", default=None, help="directory with the Fashion-MNIST IDX files")
+    add("--seed", type=int, default=0)
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    add("--name", default="fashion_mnist", help="stem of the JSON and Markdown files")
+    add(
+        "--plot",
+        default=str(REPO_ROOT / "docs" / "assets" / "fashion_mnist_loss_curves.png"),
+        help="PNG of the pretraining loss curves ('' to skip)",
+    )
+    args = parser.parse_args(argv)
+    args.impl = [i for i in args.impl if i != "none"]
+    args.baseline = [b for b in args.baseline if b != "none"]
+    if args.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    if 28 % args.patch_size:
+        parser.error(f"--patch-size must divide 28, got {args.patch_size}")
+    if not 0.0 < args.mask_ratio < 1.0:
+        parser.error(f"--mask-ratio must be in (0, 1), got {args.mask_ratio}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    start = time.perf_counter()
+    train = load_split(True, args.train_subset, args.data_root)
+    test = load_split(False, args.test_subset, args.data_root)
+    runs = [run_impl(impl, train, test, args, device) for impl in args.impl]
+    runs += [run_pixels(train, test, args) for _ in args.baseline]
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config["train_size"] = int(train.images.shape[0])
+    config["test_size"] = int(test.images.shape[0])
+    result: dict[str, Any] = {
+        "benchmark": "fashion_mnist",
+        "command": " ".join(["python benchmarks/fashion_mnist.py", *(argv or sys.argv[1:])]),
+        "config": config,
+        "machine": machine_info(device),
+        "runs": runs,
+        "wall_time_s": time.perf_counter() - start,
+    }
+    result["rows"] = table_rows(result)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.output_dir / f"{args.name}.md").write_text(markdown_table(result))
+    if args.plot and any("losses" in run for run in runs):
+        plot_losses(result, Path(args.plot))
+    print(markdown_table(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
