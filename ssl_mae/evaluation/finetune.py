@@ -9,6 +9,7 @@ Augmentations (RandAugment, mixup, cutmix) belong to the data set and are not ap
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
@@ -33,18 +34,40 @@ from ssl_mae.evaluation.metrics import (
 )
 from ssl_mae.evaluation.schedule import set_learning_rate, warmup_cosine_lr
 
-# Parameters that belong to the input stem (layer 0), wherever they sit in the module tree.
+# Parameters that belong to the input stem (layer 0), wherever they sit in the module tree:
+# timm names first, then torchvision's (conv_proj, class_token, encoder.pos_embedding).
 EMBEDDING_PARAMETER_NAMES = frozenset(
-    {"patch_embed", "cls_token", "pos_embed", "reg_token", "dist_token", "mask_token", "norm_pre"}
+    {
+        "patch_embed",
+        "cls_token",
+        "pos_embed",
+        "reg_token",
+        "dist_token",
+        "mask_token",
+        "norm_pre",
+        "conv_proj",
+        "class_token",
+        "pos_embedding",
+    }
 )
 # Token-like parameters that never get weight decay (on top of all 1-D parameters).
-DEFAULT_NO_WEIGHT_DECAY_NAMES = ("cls_token", "pos_embed", "reg_token", "dist_token", "mask_token")
+DEFAULT_NO_WEIGHT_DECAY_NAMES = (
+    "cls_token",
+    "pos_embed",
+    "reg_token",
+    "dist_token",
+    "mask_token",
+    "class_token",
+    "pos_embedding",
+)
 
-_BLOCK_INDEX = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+# timm: "blocks.3.attn.qkv.weight"; torchvision: "encoder.layers.encoder_layer_3.mlp.0.weight".
+_BLOCK_INDEX = re.compile(r"(?:^|\.)(?:blocks\.|layers\.encoder_layer_)(\d+)\.")
 
 
 def block_index(name: str) -> int | None:
-    """Index ``i`` of the transformer block a parameter belongs to (``...blocks.<i>....``)."""
+    """Index ``i`` of the transformer block a parameter belongs to (``...blocks.<i>....``, or
+    torchvision's ``...layers.encoder_layer_<i>....``)."""
     match = _BLOCK_INDEX.search(name)
     return None if match is None else int(match.group(1))
 
@@ -150,6 +173,24 @@ def param_groups_layer_decay(
     return [groups[key] for key in sorted(groups)]
 
 
+def _drop_path_blocks(model: nn.Module) -> list[tuple[nn.Module, tuple[str, ...]]]:
+    """Modules with timm-style drop-path slots, in definition order, with the slot names."""
+    blocks: list[tuple[nn.Module, tuple[str, ...]]] = []
+    for module in model.modules():
+        attributes = tuple(
+            attribute
+            for attribute in ("drop_path1", "drop_path2", "drop_path")
+            if isinstance(getattr(module, attribute, None), nn.Module)
+        )
+        if attributes:
+            blocks.append((module, attributes))
+    return blocks
+
+
+def _has_drop_path_slots(model: nn.Module) -> bool:
+    return bool(_drop_path_blocks(model))
+
+
 def set_drop_path(model: nn.Module, drop_path_rate: float) -> list[float]:
     """Sets stochastic depth on every transformer block, increasing linearly with depth.
 
@@ -169,15 +210,7 @@ def set_drop_path(model: nn.Module, drop_path_rate: float) -> list[float]:
     drop_path_rate = check_nonnegative_float(drop_path_rate, "drop_path_rate")
     if drop_path_rate >= 1:
         raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
-    blocks: list[tuple[nn.Module, tuple[str, ...]]] = []
-    for module in model.modules():
-        attributes = tuple(
-            attribute
-            for attribute in ("drop_path1", "drop_path2", "drop_path")
-            if isinstance(getattr(module, attribute, None), nn.Module)
-        )
-        if attributes:
-            blocks.append((module, attributes))
+    blocks = _drop_path_blocks(model)
     if not blocks:
         raise ValueError(
             f"model of type {type(model).__name__} has no blocks with drop_path1/drop_path2 or "
@@ -365,7 +398,8 @@ def finetune(
         weight_decay: AdamW weight decay (not applied to biases, norms and tokens).
         layer_decay: Layer-wise lr decay, see :func:`param_groups_layer_decay`.
         drop_path_rate: Stochastic depth of the last block, see :func:`set_drop_path`; 0 turns
-            it off. Ignored (left as is) for encoders without timm-style blocks when 0.
+            it off. Encoders without timm-style blocks (e.g. torchvision ViTs) are left as
+            they are, with a warning when the rate is not 0.
         label_smoothing: Label smoothing of the cross-entropy, in [0, 1).
         warmup_epochs: Epochs of linear warmup (may be 0).
         min_lr: Learning rate at the end of the cosine decay.
@@ -418,8 +452,14 @@ def finetune(
             f"num_classes={num_classes} does not match the classifier head with "
             f"{classifier.head.out_features} outputs"
         )
-    if drop_path_rate > 0 or any(isinstance(m, DropPath) for m in classifier.modules()):
+    if _has_drop_path_slots(classifier):
         set_drop_path(classifier, drop_path_rate)
+    elif drop_path_rate > 0:
+        warnings.warn(
+            f"drop_path_rate={drop_path_rate} is ignored: {type(model).__name__} has no blocks "
+            "with drop_path1/drop_path2 or drop_path attributes",
+            stacklevel=2,
+        )
     run_device = resolve_device(device, module_device(classifier))
     classifier.to(run_device)
 

@@ -32,6 +32,10 @@ from ssl_mae.evaluation.metrics import (
 from ssl_mae.evaluation.schedule import set_learning_rate, warmup_cosine_lr
 
 OPTIMIZER_CHOICES: tuple[str, ...] = ("lars", "sgd")
+# Learning rate per 256 samples when none is given; measured on Fashion-MNIST (60k samples):
+# both reach their best accuracy within 30 epochs, while 0.1 (the MAE ImageNet value) with LARS
+# leaves the probe under-trained (76% instead of 84.6% on raw pixels after 10 epochs).
+DEFAULT_BASE_LR: dict[str, float] = {"lars": 1.0, "sgd": 0.05}
 
 
 class LinearProbe(nn.Module):
@@ -97,9 +101,9 @@ def train_linear_probe(
     test_labels: Tensor,
     num_classes: int,
     epochs: int = 30,
-    batch_size: int = 256,
+    batch_size: int = 1024,
     lr: float | None = None,
-    base_lr: float = 0.1,
+    base_lr: float | None = None,
     optimizer: str = "lars",
     weight_decay: float = 0.0,
     momentum: float = 0.9,
@@ -121,8 +125,13 @@ def train_linear_probe(
         batch_size: Samples per step (the last, smaller batch of an epoch is dropped when the
             data set holds more than one batch, so batch-norm statistics stay reliable).
         lr: Peak learning rate. When None it is ``base_lr * batch_size / 256`` (the MAE rule).
-        base_lr: Learning rate per 256 samples, used when ``lr`` is None.
-        optimizer: ``"lars"`` (MAE default) or ``"sgd"`` (with momentum).
+        base_lr: Learning rate per 256 samples, used when ``lr`` is None. Defaults to
+            :data:`DEFAULT_BASE_LR` of the optimiser: 1.0 for LARS, 0.05 for SGD. MAE uses 0.1
+            with LARS, but for 90 epochs of ImageNet at batch 16384; with LARS the progress
+            per epoch is proportional to ``base_lr * num_samples``, so data sets 20x smaller
+            than ImageNet need a ``base_lr`` about 10x larger to converge in 30 epochs.
+        optimizer: ``"lars"`` (MAE default; insensitive to the feature scale) or ``"sgd"``
+            (with momentum).
         weight_decay: Weight decay on the linear weight (MAE uses 0).
         momentum: Momentum of either optimiser.
         warmup_epochs: Epochs of linear warmup before the cosine decay.
@@ -146,11 +155,11 @@ def train_linear_probe(
     check_positive_int(batch_size, "batch_size")
     if optimizer not in OPTIMIZER_CHOICES:
         raise ValueError(f"optimizer must be one of {OPTIMIZER_CHOICES}, got {optimizer!r}")
-    peak_lr = (
-        check_positive_float(base_lr, "base_lr") * batch_size / 256
-        if lr is None
-        else check_positive_float(lr, "lr")
-    )
+    if lr is not None:
+        peak_lr = check_positive_float(lr, "lr")
+    else:
+        base_lr = DEFAULT_BASE_LR[optimizer] if base_lr is None else base_lr
+        peak_lr = check_positive_float(base_lr, "base_lr") * batch_size / 256
     weight_decay = check_nonnegative_float(weight_decay, "weight_decay")
     min_lr = check_nonnegative_float(min_lr, "min_lr")
     if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int):
