@@ -1,0 +1,603 @@
+"""Training plumbing behind ``ssl-mae pretrain``: resumable data, safe checkpoints, run reports.
+
+Lightning runs the loop; this module adds what a long, interruptible pre-training run needs:
+
+* :class:`ResumableSampler` / :class:`ResumableDataLoader`: the sample order is a pure function
+  of ``(seed, epoch, rank)`` and the loader remembers how many batches of the current epoch it
+  handed out. Lightning stores that position in every checkpoint (the loader implements
+  ``state_dict``/``load_state_dict``), so a run resumed from a mid-epoch checkpoint continues
+  with exactly the batches it would have seen.
+* :class:`PretrainDataModule`: loaders of uint8 images, augmentation on the device
+  (:class:`~ssl_mae.transforms.BatchedMAEAugment`) and per-batch seeding. Every training batch
+  carries a seed derived from ``(seed, rank, epoch, batch index)``; the augmentation and the
+  model's random masking draw from generators seeded with it, so same seed means the same loss
+  curve, and resuming after a crash (even ``SIGKILL``) reaches bit-identical weights on CPU.
+* :class:`AtomicCheckpointIO`: checkpoints are written to a temporary file and moved into place
+  with ``os.replace``, so an interrupted write never leaves an unloadable ``last.ckpt``.
+* :class:`NonFiniteLossGuard`: a NaN/inf loss stops training before the bad step changes the
+  weights or reaches a checkpoint.
+* :class:`SkippedFilesReport`: counts unreadable image files (see
+  :class:`~ssl_mae.data.ImageFolderDataset`) and warns once per epoch.
+* :func:`knn_evaluate` and :func:`write_json_atomic` for the final numbers (``metrics.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from ssl_mae._validation import check_positive_int
+from ssl_mae.evaluation import extract_features, knn_accuracy
+from ssl_mae.transforms import BatchedMAEAugment
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "PretrainDataModule",
+    "ResumableDataLoader",
+    "ResumableSampler",
+    "SkippedFilesReport",
+    "batch_seed",
+    "count_skipped_files",
+    "knn_evaluate",
+    "normalize_images",
+    "write_json_atomic",
+]
+
+
+def batch_seed(seed: int, epoch: int, batch_index: int, rank: int = 0) -> int:
+    """A 63-bit seed for one training batch, a pure function of its position in the run.
+
+    Hashing (rather than e.g. ``seed + batch_index``) keeps the streams of neighbouring seeds,
+    epochs and ranks unrelated.
+
+    Args:
+        seed: Run seed.
+        epoch: Epoch of the batch.
+        batch_index: Index of the batch within its epoch.
+        rank: Process rank (DDP), so that ranks draw different masks.
+
+    Returns:
+        An int in ``[0, 2**63)``.
+    """
+    for name, value in (("seed", seed), ("epoch", epoch), ("batch_index", batch_index)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    digest = hashlib.blake2b(f"{seed}/{rank}/{epoch}/{batch_index}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+
+
+class ResumableSampler(Sampler[int]):
+    """Sample order that is a function of ``(seed, epoch)`` only, and can start mid-epoch.
+
+    With ``shuffle=True`` every epoch is a fresh permutation drawn from a generator seeded with
+    ``seed + epoch`` (Lightning calls :meth:`set_epoch` before each epoch). With several
+    processes (DDP) the permutation is padded to a multiple of ``num_replicas`` by repeating its
+    start, and rank ``r`` takes every ``num_replicas``-th index starting at ``r``, as
+    ``DistributedSampler`` does.
+
+    ``start_index`` skips the first indices of this rank's share for the next iteration only;
+    ``len()`` always reports the full share, which is what Lightning expects of a resumed epoch.
+
+    Args:
+        num_samples: Size of the dataset.
+        shuffle: Random order (True) or ``0, 1, 2, ...`` (False).
+        seed: Seed of the permutations.
+        num_replicas: Number of processes sharing the data.
+        rank: This process's rank in ``[0, num_replicas)``.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        check_positive_int(num_samples, "num_samples")
+        check_positive_int(num_replicas, "num_replicas")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be an int in [0, {num_replicas}), got {rank!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.num_samples = num_samples
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self.start_index = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the permutation of ``epoch`` for the next iteration."""
+        self.epoch = int(epoch)
+
+    def indices(self) -> list[int]:
+        """This rank's full share of the current epoch, in order."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = list(range(self.num_samples))
+        total = math.ceil(self.num_samples / self.num_replicas) * self.num_replicas
+        order += order[: total - len(order)]
+        return order[self.rank : total : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start_index = self.start_index, 0
+        return iter(self.indices()[start:])
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.num_replicas)
+
+
+class ResumableDataLoader(DataLoader[Any]):
+    """A ``DataLoader`` that knows its position in the epoch and adds a seed to every batch.
+
+    Batches are ``[*collated, seed]`` where ``seed = batch_seed(seed, epoch, i, rank)`` for the
+    ``i``-th batch of the epoch. :meth:`state_dict` records the epoch and the number of batches
+    handed out; Lightning saves it in checkpoints and calls :meth:`load_state_dict` before the
+    resumed epoch starts, and the next iteration then skips exactly those batches (through the
+    sampler, so skipped images are not even loaded). This needs a loader without Lightning's
+    prefetching, which holds for every loader with a length.
+
+    Args:
+        dataset: Map-style dataset.
+        batch_size: Images per batch.
+        shuffle: Random order per epoch.
+        seed: Run seed (order and batch seeds).
+        drop_last: Drop the last incomplete batch.
+        num_replicas: Number of processes (DDP).
+        rank: This process's rank.
+        **kwargs: Other ``DataLoader`` arguments (``num_workers``, ``collate_fn``,
+            ``pin_memory``, ...); ``sampler``/``batch_sampler``/``shuffle`` are not allowed.
+    """
+
+    sampler: ResumableSampler
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        for name in ("sampler", "batch_sampler", "shuffle"):
+            if name in kwargs:
+                raise TypeError(f"ResumableDataLoader chooses its own sampler; got {name}=")
+        check_positive_int(batch_size, "batch_size")
+        sampler = ResumableSampler(len(dataset), shuffle, seed, num_replicas, rank)  # type: ignore[arg-type]
+        super().__init__(
+            dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **kwargs
+        )
+        self.seed = seed
+        self.rank = rank
+        self._epoch = 0
+        self._batches_done = 0
+        self._resume: tuple[int, int] | None = None
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator, not a _BaseDataLoaderIter
+        # A generator: nothing runs until the first batch is requested, i.e. after Lightning has
+        # called set_epoch and load_state_dict.
+        epoch = self.sampler.epoch
+        skip = 0
+        if self._resume is not None and self._resume[0] == epoch:
+            skip = self._resume[1]
+        self._resume = None
+        self._epoch, self._batches_done = epoch, skip
+        self.sampler.start_index = skip * int(self.batch_size or 1)
+        for batch in super().__iter__():
+            seed = batch_seed(self.seed, epoch, self._batches_done, self.rank)
+            self._batches_done += 1
+            yield [*batch, seed] if isinstance(batch, (list, tuple)) else [batch, seed]
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "batches_done": n}``: the position in the current epoch."""
+        return {"epoch": self._epoch, "batches_done": self._batches_done}
+
+    def load_state_dict(self, state_dict: Mapping[str, int]) -> None:
+        """Makes the next iteration of epoch ``state_dict["epoch"]`` skip the batches done."""
+        self._resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+
+
+def normalize_images(
+    images: Tensor, normalize: Mapping[str, Sequence[float]] | None, size: tuple[int, int]
+) -> Tensor:
+    """uint8 images to the model's input: float in [0, 1], resized, then normalised.
+
+    Args:
+        images: (B, C, H, W) uint8 (or float in [0, 1]) images.
+        normalize: ``{"mean": [...], "std": [...]}`` with 1 or C entries, or None.
+        size: Model input ``(height, width)``; other sizes are resized (bilinear, antialiased).
+
+    Returns:
+        (B, C, height, width) float32 images.
+    """
+    pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if tuple(pixels.shape[-2:]) != tuple(size):
+        pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+    if normalize is None:
+        return pixels
+    mean = torch.tensor(normalize["mean"], device=pixels.device).view(-1, 1, 1)
+    std = torch.tensor(normalize["std"], device=pixels.device).view(-1, 1, 1)
+    return (pixels - mean) / std
+
+
+class PretrainDataModule(pl.LightningDataModule):
+    """Pre-training data: resumable, seeded training batches and fixed validation batches.
+
+    The datasets yield ``(uint8 image (C, H, W), label)``; all images of a dataset must have the
+    same size (resize in the dataset's transform otherwise). Training batches are augmented on
+    the device with :class:`~ssl_mae.transforms.BatchedMAEAugment` (random resized crop + flip +
+    normalise); validation batches are only resized and normalised.
+
+    Before a training batch reaches ``training_step``, the global torch generators are seeded
+    with the batch's seed: the MAE draws its masks from them, so masks depend on the batch's
+    position in the run and not on what ran before (validation, a restart, a checkpoint).
+
+    Args:
+        train_set: Training dataset.
+        val_set: Validation dataset or None (no validation).
+        batch_size: Images per device per step.
+        img_size: Model input ``(height, width)``.
+        normalize: Per-channel ``{"mean", "std"}`` or None.
+        min_scale: Smallest crop area fraction of the augmentation.
+        seed: Run seed.
+        num_workers: DataLoader workers.
+        run_config: Plain-typed description of the run, stored in checkpoints as the
+            datamodule's hyperparameters (``ssl-mae evaluate``/``reconstruct`` read it back).
+    """
+
+    def __init__(
+        self,
+        train_set: Dataset[Any],
+        val_set: Dataset[Any] | None,
+        batch_size: int,
+        img_size: tuple[int, int],
+        normalize: Mapping[str, Sequence[float]] | None,
+        min_scale: float = 0.35,
+        seed: int = 0,
+        num_workers: int = 0,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({"run_config": dict(run_config or {})})
+        check_positive_int(batch_size, "batch_size")
+        train_size = len(train_set)  # type: ignore[arg-type]
+        if batch_size > train_size:
+            raise ValueError(
+                f"batch_size must be at most the number of training images ({train_size}), "
+                f"got {batch_size}"
+            )
+        self.train_set = train_set
+        self.val_set = val_set
+        self.batch_size = batch_size
+        self.img_size = img_size
+        self.normalize = None if normalize is None else {k: list(v) for k, v in normalize.items()}
+        self.seed = seed
+        self.num_workers = num_workers
+        self.augment = BatchedMAEAugment(
+            input_size=img_size,
+            min_scale=min_scale,
+            normalize=self.normalize,
+            interpolation="bilinear",
+        )
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        world_size, rank = self._world()
+        return ResumableDataLoader(
+            self.train_set,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+            num_replicas=world_size,
+            rank=rank,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> ResumableDataLoader | list[Any]:
+        if self.val_set is None:
+            return []
+        world_size, rank = self._world()
+        return ResumableDataLoader(
+            self.val_set,
+            self.batch_size,
+            shuffle=False,
+            seed=self.seed,
+            num_replicas=world_size,
+            rank=rank,
+            num_workers=self.num_workers,
+        )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augments (training) or normalises (validation) a batch already on the device.
+
+        Args:
+            batch: ``[images (B, C, H, W) uint8, labels (B,), seed]``.
+            dataloader_idx: Unused.
+
+        Returns:
+            ``[images (B, C, h, w) float, labels (B,)]``.
+        """
+        if batch is None:
+            return None
+        images, labels = batch[0], batch[1]
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            seed = int(batch[2])
+            torch.manual_seed(seed)  # the model's masking draws from the global generators
+            generator = torch.Generator(device=images.device).manual_seed(seed)
+            self.augment.to(images.device)
+            return [self.augment(images, generator=generator), labels]
+        return [normalize_images(images, self.normalize, self.img_size), labels]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes checkpoints atomically: a temporary file in the same folder, then ``os.replace``.
+
+    A process killed mid-write leaves at most a stray ``*.tmp`` file; the previous checkpoint
+    under the final name stays intact and loadable.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
+    ) -> None:
+        """Saves ``checkpoint`` to ``path`` atomically.
+
+        Args:
+            checkpoint: The checkpoint dict.
+            path: Final file path (local file system).
+            storage_options: Not supported; must be None.
+        """
+        if storage_options is not None:
+            raise TypeError(
+                f"AtomicCheckpointIO takes no storage_options, got {type(storage_options)}"
+            )
+        save_atomic(checkpoint, path)
+
+
+def save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save(obj, path)`` through a temporary file and ``os.replace``.
+
+    Args:
+        obj: Anything ``torch.save`` accepts.
+        path: Destination file; its folder is created if needed.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())  # the data must be on disk before the rename makes it live
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_json_atomic(data: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Writes ``data`` as indented JSON through a temporary file and ``os.replace``.
+
+    Args:
+        data: JSON-serialisable mapping.
+        path: Destination file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised by :class:`NonFiniteLossGuard` when the training loss is NaN or infinite."""
+
+
+class NonFiniteLossGuard(pl.Callback):
+    """Stops training at the first NaN/inf loss, before backward and the optimiser step.
+
+    Raising in ``on_before_backward`` means the bad step never updates the weights, the
+    optimiser state or the lr schedule, and no checkpoint is written after it: ``last.ckpt``
+    keeps the last good state.
+    """
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor
+    ) -> None:
+        """Checks ``loss`` (one device sync per step)."""
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        last = ""
+        for callback in trainer.checkpoint_callbacks:
+            path = getattr(callback, "last_model_path", "")
+            if path and os.path.exists(path):
+                last = f"; last good checkpoint: {path}"
+                break
+        raise NonFiniteLossError(
+            f"training loss became {float(loss.detach().float().mean())} at step "
+            f"{trainer.global_step} (epoch {trainer.current_epoch}); training stopped{last}. "
+            "Try a lower --lr/--base-lr, --precision 32-true or a longer warmup."
+        )
+
+
+def _unwrap(dataset: Any) -> Any:
+    """The dataset inside ``Subset`` wrappers."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def count_skipped_files(datasets: Iterable[Any]) -> int:
+    """Sum of ``num_skipped`` over the datasets that count unreadable files (others add 0).
+
+    ``Subset`` wrappers are looked through.
+    """
+    total = 0
+    for dataset in datasets:
+        skipped = getattr(_unwrap(dataset), "num_skipped", None)
+        if isinstance(skipped, int):
+            total += skipped
+    return total
+
+
+class SkippedFilesReport(pl.Callback):
+    """Warns at the end of each training epoch how many unreadable files were skipped so far.
+
+    Counts are per process (each DDP rank reads its own share of the files).
+
+    Args:
+        datasets: Datasets with a ``num_skipped`` count (e.g. ``ImageFolderDataset``); others
+            are ignored.
+    """
+
+    def __init__(self, datasets: Iterable[Any]) -> None:
+        self.datasets = [d for d in datasets if d is not None]
+        self._reported = 0
+
+    @property
+    def num_skipped(self) -> int:
+        """Unreadable files found so far in all datasets."""
+        return count_skipped_files(self.datasets)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Logs a warning when new unreadable files were found in this epoch."""
+        count = self.num_skipped
+        if count > self._reported:
+            first = ""
+            for dataset in self.datasets:
+                paths: list[Path] = getattr(_unwrap(dataset), "skipped_paths", list)()
+                if paths:
+                    first = f" (first: {paths[0]})"
+                    break
+            logger.warning("skipped %d unreadable image files so far%s", count, first)
+            self._reported = count
+
+
+class _EvalBatches:
+    """Iterable of ``(normalised images, labels)`` over a uint8 dataset, for feature extraction."""
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        batch_size: int,
+        normalize: Mapping[str, Sequence[float]] | None,
+        size: tuple[int, int],
+        num_workers: int,
+    ) -> None:
+        self.loader: DataLoader[Any] = DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+        )
+        self.normalize = normalize
+        self.size = size
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for images, labels, *_ in self.loader:
+            yield normalize_images(images, self.normalize, self.size), labels
+
+
+def knn_evaluate(
+    encoder: nn.Module,
+    train_set: Dataset[Any],
+    test_set: Dataset[Any],
+    normalize: Mapping[str, Sequence[float]] | None,
+    img_size: tuple[int, int],
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.07,
+    pool: str = "mean",
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """kNN top-1/top-5 of a frozen encoder: features of the whole train split as the bank,
+    the test split as queries.
+
+    Args:
+        encoder: Encoder with ``encode`` + ``num_prefix_tokens`` (e.g. ``MAE.encoder``) or any
+            backbone :func:`~ssl_mae.evaluation.extract_features` accepts.
+        train_set: Labelled dataset of uint8 images (the bank).
+        test_set: Labelled dataset of uint8 images (the queries).
+        normalize: Normalisation of the model input, as in training.
+        img_size: Model input ``(height, width)``.
+        num_classes: Number of classes.
+        k: Neighbours; clamped to the size of the bank.
+        temperature: Vote temperature.
+        pool: ``"mean"`` (patch tokens) or ``"cls"``.
+        batch_size: Images per forward pass.
+        device: Where to run the encoder (default: where it is).
+        num_workers: DataLoader workers.
+
+    Returns:
+        ``{"top1": %, "top5": %, "k": k used, "num_train": N, "num_test": M}`` with accuracies
+        in percent.
+    """
+    train_x, train_y = extract_features(
+        encoder,
+        _EvalBatches(train_set, batch_size, normalize, img_size, num_workers),
+        pool=pool,
+        device=device,
+    )
+    test_x, test_y = extract_features(
+        encoder,
+        _EvalBatches(test_set, batch_size, normalize, img_size, num_workers),
+        pool=pool,
+        device=device,
+    )
+    if bool((train_y < 0).any()) or bool((test_y < 0).any()):
+        raise ValueError(
+            "kNN evaluation needs labelled images; the dataset has unlabelled ones (a flat "
+            "image folder); use a folder with one subfolder per class"
+        )
+    k_used = min(k, train_x.shape[0])
+    result = knn_accuracy(
+        train_x, train_y, test_x, test_y, num_classes=num_classes, k=k_used, temperature=temperature
+    )
+    return {
+        "top1": 100.0 * float(result["top1"]),
+        "top5": 100.0 * float(result["top5"]),
+        "k": float(k_used),
+        "num_train": float(train_x.shape[0]),
+        "num_test": float(test_x.shape[0]),
+    }
