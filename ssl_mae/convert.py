@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ssl_mae.modules.decoder import MAEDecoder
@@ -578,7 +579,7 @@ def find_masked_vision_transformer(model: nn.Module) -> MaskedVisionTransformer:
     raise TypeError(f"model ({type(model).__name__}) contains no MaskedVisionTransformer encoder")
 
 
-def export_timm_vit(model: nn.Module, num_classes: int = 0) -> nn.Module:
+def export_timm_vit(model: nn.Module, num_classes: int = 0) -> VisionTransformer:
     """Exports the encoder as a plain, independent timm ``VisionTransformer`` for downstream use.
 
     The returned ViT holds a copy of the encoder weights (no mask token, no decoder) and works
@@ -594,8 +595,8 @@ def export_timm_vit(model: nn.Module, num_classes: int = 0) -> nn.Module:
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
-    vit: Any = copy.deepcopy(find_masked_vision_transformer(model).vit)
+    vit: VisionTransformer = copy.deepcopy(find_masked_vision_transformer(model).vit)
     vit.reset_classifier(num_classes)
     # The frozen sin-cos table is an ordinary weight for downstream fine-tuning code.
     vit.requires_grad_(True)
-    return vit  # type: ignore[no-any-return]
+    return vit

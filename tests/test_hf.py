@@ -23,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-5
 
-SMALL = dict(
+SMALL: dict[str, Any] = dict(
     hidden_size=32,
     num_hidden_layers=2,
     num_attention_heads=2,
@@ -37,8 +37,13 @@ SMALL = dict(
 )
 # Non-default settings: grayscale, patch 8 on 64 px, norm-pix loss; and a second variant with
 # another activation, no qkv bias, another mask ratio and LayerNorm epsilon.
-GRAY_NORM_PIX = {**SMALL, "num_channels": 1, "image_size": 64, "norm_pix_loss": True}
-VARIANT = {
+GRAY_NORM_PIX: dict[str, Any] = {
+    **SMALL,
+    "num_channels": 1,
+    "image_size": 64,
+    "norm_pix_loss": True,
+}
+VARIANT: dict[str, Any] = {
     **SMALL,
     "hidden_act": "gelu_new",
     "qkv_bias": False,
@@ -46,7 +51,7 @@ VARIANT = {
     "layer_norm_eps": 1e-6,
     "intermediate_size": 40,
 }
-CONFIGS = {"small": SMALL, "gray_norm_pix": GRAY_NORM_PIX, "variant": VARIANT}
+CONFIGS: dict[str, Any] = {"small": SMALL, "gray_norm_pix": GRAY_NORM_PIX, "variant": VARIANT}
 
 
 def _randomize(model: torch.nn.Module, seed: int) -> None:
@@ -65,7 +70,9 @@ def _hf_model(kwargs: dict[str, Any], seed: int = 0) -> Any:
     return model
 
 
-def _inputs(config: ViTMAEConfig, batch: int = 2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(
+    config: ViTMAEConfig, batch: int = 2, seed: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     height, width = config.image_hw
     images = torch.randn(batch, config.num_channels, height, width, generator=generator)
@@ -92,7 +99,9 @@ def compare_outputs(ours: Any, theirs: Any) -> dict[str, float]:
 
 
 @pytest.fixture(params=sorted(CONFIGS))
-def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, ViTMAEForPreTraining]]:
+def pair(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Any, ViTMAEForPreTraining]]:
     """A random transformers model and ours loaded from its save_pretrained directory."""
     hf_model = _hf_model(CONFIGS[request.param])
     hf_model.save_pretrained(tmp_path)
@@ -207,7 +216,7 @@ def test_base_model_checkpoints_both_ways(tmp_path: Path) -> None:
         assert _max_diff(theirs(images, noise=noise).last_hidden_state, expected) < ATOL
 
     # A pretraining model from an encoder-only checkpoint: only with strict=False.
-    with pytest.raises(ValueError, match="decoder.decoder_embed.weight"):
+    with pytest.raises(ValueError, match=r"decoder.decoder_embed.weight"):
         ViTMAEForPreTraining.from_pretrained(tmp_path / "base")
     with pytest.warns(UserWarning, match="keep their initial values"):
         model = ViTMAEForPreTraining.from_pretrained(tmp_path / "base", strict=False)
@@ -221,7 +230,10 @@ def test_transformers5_module_names_load() -> None:
     ours.load_hf_state_dict(hf_model.state_dict())
     images, noise = _inputs(ours.config)
     with torch.no_grad():
-        assert _max_diff(ours.eval()(images, noise=noise).logits, hf_model(images, noise=noise).logits) < ATOL
+        assert (
+            _max_diff(ours.eval()(images, noise=noise).logits, hf_model(images, noise=noise).logits)
+            < ATOL
+        )
 
 
 def test_save_and_load_round_trip_without_transformers(tmp_path: Path) -> None:
@@ -237,7 +249,9 @@ def test_save_and_load_round_trip_without_transformers(tmp_path: Path) -> None:
         assert torch.equal(model(images, noise=noise).logits, loaded(images, noise=noise).logits)
 
 
-def test_hub_id_goes_through_huggingface_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_id_goes_through_huggingface_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     huggingface_hub = pytest.importorskip("huggingface_hub")
     ViTMAEForPreTraining(ViTMAEConfig(**SMALL)).save_pretrained(tmp_path)
     calls: list[dict[str, Any]] = []
@@ -331,7 +345,7 @@ def test_other_model_type_is_rejected(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "config.json").read_text())
     config["model_type"] = "vit"
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="model_type must be 'vit_mae'.*got 'vit'"):
+    with pytest.raises(ValueError, match=r"model_type must be 'vit_mae'.*got 'vit'"):
         ViTMAEForPreTraining.from_pretrained(tmp_path)
 
 
@@ -360,12 +374,12 @@ def test_shape_mismatch_is_named(tmp_path: Path) -> None:
 
 
 def test_bad_paths_and_inputs(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config.json"):
         ViTMAEForPreTraining.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="neither a directory"):
         ViTMAEForPreTraining.from_pretrained(str(tmp_path / "does" / "not" / "exist"))
     (tmp_path / "config.json").write_text(json.dumps(SMALL))
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"model.safetensors"):
         ViTMAEForPreTraining.from_pretrained(tmp_path)
     model = ViTMAEForPreTraining(ViTMAEConfig(**SMALL))
     with pytest.raises(ValueError, match="noise must have shape"):
