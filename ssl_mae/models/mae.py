@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from ssl_mae import masking
+from ssl_mae import convert, masking
 from ssl_mae._validation import check_mask_ratio, check_positive_int
 from ssl_mae.loss import MAELoss
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer, init_mae_weights
@@ -40,7 +39,6 @@ from ssl_mae.pos_embed import get_2d_sincos_pos_embed
 __all__ = [
     "MAE",
     "MAE_PRESETS",
-    "OfficialKeys",
     "build_mae",
     "mae_vit_base_patch16",
     "mae_vit_huge_patch14",
@@ -67,17 +65,8 @@ _TRAINING_DEFAULTS: dict[str, Any] = {
 # Without warmup_epochs/warmup_steps, warm up for the same share of the run as the official
 # defaults (40 of 400 epochs).
 _DEFAULT_WARMUP_FRACTION = 0.1
-# Official checkpoints prefix nothing; our modules live under these two prefixes.
-_ENCODER_PREFIX = "encoder.vit."
-_DECODER_PREFIX = "decoder."
-_BLOCK_KEY = re.compile(r"^(decoder_blocks|blocks)\.(\d+)\.")
-
-
-class OfficialKeys(NamedTuple):
-    """Keys (in the official layout) that :meth:`MAE.load_official` could not match."""
-
-    missing_keys: list[str]
-    unexpected_keys: list[str]
+# Attention heads of the official encoders by width (heads do not show in the weights).
+_OFFICIAL_NUM_HEADS = {768: 12, 1024: 16, 1280: 16}
 
 
 def _layer_norm_eps(norm_layer: Callable[..., nn.Module]) -> float | None:
@@ -128,6 +117,16 @@ def _dataloader_batch_size(loader: Any) -> int | None:
     if batch_size is None:
         batch_size = getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
     return int(batch_size) if isinstance(batch_size, int) and batch_size > 0 else None
+
+
+def _load_train_data(trainer: pl.Trainer) -> None:
+    """Makes the trainer load its training dataloader if it has not yet.
+
+    ``configure_optimizers`` runs before the fit loop loads its data; this is what
+    ``trainer.estimated_stepping_batches`` does too, and a no-op once the data is loaded.
+    """
+    if trainer.train_dataloader is None:
+        trainer.fit_loop.setup_data()
 
 
 class MAE(pl.LightningModule):
@@ -511,6 +510,7 @@ class MAE(pl.LightningModule):
         trainer = self._trainer
         per_device = self.hparams["batch_size"]
         if per_device is None and trainer is not None:
+            _load_train_data(trainer)
             per_device = _dataloader_batch_size(trainer.train_dataloader)
         if per_device is None:
             raise ValueError(
@@ -553,8 +553,15 @@ class MAE(pl.LightningModule):
                 f"warmup_epochs={warmup_epochs} needs a Trainer to know the steps per epoch; "
                 "pass warmup_steps=... instead"
             )
+        _load_train_data(trainer)
+        batches_per_epoch = trainer.num_training_batches
+        if not math.isfinite(batches_per_epoch):
+            raise ValueError(
+                f"warmup_epochs={warmup_epochs} needs epochs of known length, but the training "
+                "data has no length; pass warmup_steps=... instead"
+            )
         steps_per_epoch = math.ceil(
-            trainer.num_training_batches / max(int(trainer.accumulate_grad_batches), 1)
+            batches_per_epoch / max(int(trainer.accumulate_grad_batches), 1)
         )
         return min(round(float(warmup_epochs) * steps_per_epoch), total_steps)
 
@@ -585,100 +592,38 @@ class MAE(pl.LightningModule):
         }
 
     # --- official checkpoints --------------------------------------------------------------------
-    @staticmethod
-    def _read_state_dict(
-        path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
-    ) -> dict[str, Tensor]:
-        source = path_or_state_dict
-        if isinstance(source, (str, os.PathLike)):
-            source = torch.load(source, map_location="cpu", weights_only=True)
-        if not isinstance(source, Mapping):
-            raise TypeError(
-                "path_or_state_dict must be a path, a state dict or a checkpoint dict with a "
-                f"'model' entry, got {type(path_or_state_dict).__name__}"
-            )
-        if "model" in source and isinstance(source["model"], Mapping):
-            source = source["model"]
-        state = {str(k): v for k, v in source.items() if isinstance(v, Tensor)}
-        if not state:
-            raise ValueError(
-                "path_or_state_dict holds no tensors (expected an official MAE state dict)"
-            )
-        return state
-
-    @staticmethod
-    def official_to_key(official_key: str) -> str:
-        """Our state-dict key for an official facebookresearch/mae key (``blocks.0.attn.qkv.weight``
-        → ``encoder.vit.blocks.0.attn.qkv.weight``, ``decoder_pred.bias`` →
-        ``decoder.decoder_pred.bias``)."""
-        if official_key == "mask_token" or official_key.startswith("decoder_"):
-            return _DECODER_PREFIX + official_key
-        return _ENCODER_PREFIX + official_key
-
-    @staticmethod
-    def key_to_official(key: str) -> str | None:
-        """Inverse of :meth:`official_to_key`; None for keys outside encoder and decoder."""
-        for prefix in (_ENCODER_PREFIX, _DECODER_PREFIX):
-            if key.startswith(prefix):
-                return key[len(prefix) :]
-        return None
-
     def to_official_state_dict(self) -> dict[str, Tensor]:
-        """The model's weights under the official facebookresearch/mae key names."""
-        official: dict[str, Tensor] = {}
-        for key, value in self.state_dict().items():
-            official_key = self.key_to_official(key)
-            if official_key is not None:
-                official[official_key] = value
-        return official
+        """The model's weights under the official facebookresearch/mae key names (``cls_token``,
+        ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``, ``decoder_embed.*``,
+        ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks.N.*``, ``decoder_norm.*``,
+        ``decoder_pred.*``)."""
+        return convert.official_state_dict(self.encoder, self.decoder)
 
     def load_official(
         self,
         path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
         strict: bool = True,
-    ) -> OfficialKeys:
+    ) -> list[str]:
         """Loads weights saved in the official facebookresearch/mae key layout.
+
+        With the same weights and the same ``noise``, :meth:`forward` then returns the official
+        model's loss.
 
         Args:
             path_or_state_dict: A ``.pth`` path (read with ``weights_only=True``), a checkpoint
-                dict with a ``model`` entry (as the official code saves) or the state dict itself
-                (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``,
-                ``decoder_embed.*``, ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks.N.*``,
-                ``decoder_norm.*``, ``decoder_pred.*``).
-            strict: Require exactly the model's keys. With False, missing keys (e.g. the decoder
-                of the encoder-only release checkpoints) keep their current values and unexpected
-                keys are ignored; both are returned.
+                dict with a ``model`` entry (as the official code saves) or the state dict
+                itself, with the keys listed in :meth:`to_official_state_dict`.
+            strict: Require every weight of the model. With False, missing weights (e.g. the
+                decoder of the encoder-only release checkpoints) keep their current values.
 
         Returns:
-            The official-layout keys that were missing and unexpected.
+            The official-layout names of the weights the checkpoint lacked (empty when strict).
 
         Raises:
             ValueError: On a shape mismatch, or with ``strict`` on missing/unexpected keys; the
                 message lists the keys.
         """
-        official = self._read_state_dict(path_or_state_dict)
-        expected = self.to_official_state_dict()
-        missing = sorted(set(expected) - set(official))
-        unexpected = sorted(set(official) - set(expected))
-        mismatched = [
-            f"{key}: checkpoint {tuple(official[key].shape)} vs model {tuple(expected[key].shape)}"
-            for key in sorted(set(official) & set(expected))
-            if official[key].shape != expected[key].shape
-        ]
-        if mismatched:
-            raise ValueError(
-                "path_or_state_dict has shapes that do not fit this MAE (check img_size, "
-                "patch_size, in_chans, embed_dim, ...): " + "; ".join(mismatched)
-            )
-        if strict and (missing or unexpected):
-            raise ValueError(
-                "path_or_state_dict does not match the official MAE layout of this model: "
-                f"missing keys {missing}, unexpected keys {unexpected} (strict=False loads the "
-                "keys that match)"
-            )
-        ours = {self.official_to_key(k): v for k, v in official.items() if k in expected}
-        self.load_state_dict(ours, strict=False)
-        return OfficialKeys(missing_keys=missing, unexpected_keys=unexpected)
+        return convert.load_official(self.encoder, self.decoder, path_or_state_dict, strict)
 
     @classmethod
     def from_official(
@@ -695,41 +640,34 @@ class MAE(pl.LightningModule):
         to 16. The norm layer is ``LayerNorm(eps=1e-6)`` as in the official models.
 
         Args:
-            path_or_state_dict: As in :meth:`load_official` (with the decoder).
+            path_or_state_dict: As in :meth:`load_official`; it must hold the decoder.
             num_heads: Encoder attention heads.
             decoder_num_heads: Decoder attention heads.
             **kwargs: Further ``MAE`` arguments (``norm_pix_loss``, training options).
         """
-        state = cls._read_state_dict(path_or_state_dict)
-        required = ("patch_embed.proj.weight", "pos_embed", "decoder_embed.weight")
-        absent = [key for key in required if key not in state]
-        if absent:
+        state = convert.unwrap_checkpoint(path_or_state_dict)
+        arch = convert.infer_official_architecture(state)
+        if "decoder_embed_dim" not in arch:
             raise ValueError(
-                f"path_or_state_dict lacks {absent}, needed to read the architecture of an "
-                "official MAE; build the model yourself and use load_official(strict=False)"
+                "path_or_state_dict holds no decoder (no 'decoder_embed.weight'), so the MAE "
+                "architecture cannot be read from it; build the model (e.g. "
+                "mae_vit_base_patch16()) and call load_official(..., strict=False)"
             )
-        proj = state["patch_embed.proj.weight"]
-        embed_dim, in_chans, patch_size = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
-        num_patches = int(state["pos_embed"].shape[1]) - 1
-        grid = math.isqrt(num_patches)
-        depths = {"blocks": 0, "decoder_blocks": 0}
-        for key in state:
-            match = _BLOCK_KEY.match(key)
-            if match:
-                depths[match[1]] = max(depths[match[1]], int(match[2]) + 1)
+        grid_h = arch["grid_size"][0]  # official models are square
+        embed_dim = arch["embed_dim"]
         if num_heads is None:
-            num_heads = {768: 12, 1024: 16, 1280: 16}.get(embed_dim, max(embed_dim // 64, 1))
+            num_heads = _OFFICIAL_NUM_HEADS.get(embed_dim, max(embed_dim // 64, 1))
         model = cls(
-            img_size=grid * patch_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
+            img_size=grid_h * arch["patch_size"],
+            patch_size=arch["patch_size"],
+            in_chans=arch["in_chans"],
             embed_dim=embed_dim,
-            depth=depths["blocks"],
+            depth=arch["depth"],
             num_heads=num_heads,
-            decoder_embed_dim=int(state["decoder_embed.weight"].shape[0]),
-            decoder_depth=depths["decoder_blocks"],
+            decoder_embed_dim=arch["decoder_embed_dim"],
+            decoder_depth=arch["decoder_depth"],
             decoder_num_heads=decoder_num_heads,
-            mlp_ratio=int(state["blocks.0.mlp.fc1.weight"].shape[0]) / embed_dim,
+            mlp_ratio=arch["mlp_hidden"] / embed_dim,
             **{"layer_norm_eps": 1e-6, **kwargs},
         )
         model.load_official(state)
