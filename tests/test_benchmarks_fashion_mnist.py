@@ -1,0 +1,140 @@
+"""End-to-end test of benchmarks/fashion_mnist.py on a tiny subset (a few seconds on a CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "fashion_mnist.py"
+TINY = [
+    "--train-subset", "256", "--test-subset", "128", "--epochs", "2", "--eval-epochs", "1",
+    "--batch-size", "128", "--patch-size", "7", "--embed-dim", "32", "--depth", "1",
+    "--num-heads", "2", "--decoder-dim", "16", "--decoder-depth", "1", "--decoder-heads", "2",
+    "--probe-epochs", "2", "--threads", "1",
+]  # fmt: skip
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("benchmark_fashion_mnist", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    pytest.importorskip("lightly")
+    try:
+        from ssl_mae.data import load_fashion_mnist
+
+        load_fashion_mnist(train=False, download=False)
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST IDX files are not installed")
+    return _load_script()
+
+
+def test_end_to_end_tiny_subset_writes_json_markdown_and_plot(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    plot = tmp_path / "loss.png"
+    result = bench.main([*TINY, "--output-dir", str(tmp_path), "--plot", str(plot)])
+
+    saved = json.loads((tmp_path / "fashion_mnist.json").read_text())
+    assert saved["rows"] == result["rows"]
+    assert saved["config"]["seed"] == 0 and saved["config"]["epochs"] == 2
+    assert saved["config"]["train_size"] == 256 and saved["config"]["test_size"] == 128
+    assert saved["wall_time_s"] > 0 and saved["machine"]["device"] == "cpu"
+
+    runs = {run["impl"]: run for run in saved["runs"]}
+    assert set(runs) == {"ours", "lightly", "pixels"}
+    for impl in ("ours", "lightly"):
+        run = runs[impl]
+        assert run["steps"] == 2 * (256 // 128) == len(run["losses"])
+        assert all(math.isfinite(loss) and loss > 0 for loss in run["losses"])
+        assert run["pretrain_wall_s"] > 0
+    # Only "ours" is in --curve-impls: evaluated after epoch 1 and 2, Lightly after epoch 2.
+    assert [e["epoch"] for e in runs["ours"]["evaluations"]] == [1, 2]
+    assert [e["epoch"] for e in runs["lightly"]["evaluations"]] == [2]
+
+    rows = saved["rows"]
+    assert {(r["impl"], r["pool"], r["epochs"]) for r in rows} == {
+        ("ours", "cls", 1), ("ours", "mean", 1), ("ours", "cls", 2), ("ours", "mean", 2),
+        ("lightly", "cls", 2), ("lightly", "mean", 2), ("raw pixels", "-", 0),
+    }  # fmt: skip
+    for row in rows:
+        for key in ("knn_top1", "knn_top5", "linear_top1", "linear_top5"):
+            assert 0.0 <= row[key] <= 100.0
+        assert row["knn_top5"] >= row["knn_top1"] and row["linear_top5"] >= row["linear_top1"]
+    pixels = next(r for r in rows if r["impl"] == "raw pixels")
+    # Raw pixels with kNN are far above chance (10 %) even with 256 training images.
+    assert pixels["knn_top1"] > 40.0
+
+    markdown = (tmp_path / "fashion_mnist.md").read_text()
+    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert len(table) == len(rows) + 2  # header, separator, one line per row
+    assert "| raw pixels | - | 0 |" in markdown
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stream_is_identical_for_every_implementation(bench: ModuleType) -> None:
+    args = bench.parse_args([*TINY, "--epochs", "1"])
+    data = bench.Split(torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8), torch.zeros(300))
+    device = torch.device("cpu")
+    first = list(bench.pretraining_stream(data, args, 17, device))
+    second = list(bench.pretraining_stream(data, args, 17, device))
+    assert len(first) == 300 // 128
+    for (e1, x1, keep1, mask1), (e2, x2, keep2, mask2) in zip(first, second, strict=True):
+        assert e1 == e2 and torch.equal(x1, x2)
+        assert torch.equal(keep1, keep2) and torch.equal(mask1, mask2)
+        assert keep1.shape == (128, 1 + 4) and mask1.shape == (128, 12)  # 16 patches, 75 %
+    # Different steps draw different crops and masks.
+    assert not torch.equal(first[0][1], first[1][1]) and not torch.equal(first[0][3], first[1][3])
+
+
+def test_ours_and_lightly_wiring_compute_the_same_loss(bench: ModuleType) -> None:
+    """With Lightly's weights copied into ours, both wirings give the same loss: the benchmark
+    compares implementations of one algorithm, not two different objectives."""
+    args = bench.parse_args(TINY)
+    for norm_pix in (False, True):
+        args.norm_pix = norm_pix
+        ours, lightly = bench.build_model("ours", args), bench.build_model("lightly", args)
+        renamed = {
+            "decoder_embed": "decoder.decoder_embed",
+            "decoder.blocks": "decoder.decoder_blocks",
+            "decoder.norm": "decoder.decoder_norm",
+            "decoder.pos_embed": "decoder.decoder_pos_embed",
+            "decoder.mask_token": "decoder.mask_token",
+            "prediction_head": "decoder.decoder_pred",
+        }
+        state = {}
+        for key, value in lightly.state_dict().items():
+            for old, new in renamed.items():
+                if key.startswith(old):
+                    key = new + key[len(old) :]
+                    break
+            state[key] = value
+        ours.load_state_dict(state)
+        images = torch.randn(4, 1, 28, 28)
+        generator = torch.Generator().manual_seed(1)
+        idx_keep, idx_mask = bench.random_token_mask((4, 17), 0.75, generator=generator)
+        torch.testing.assert_close(
+            ours(images, idx_keep, idx_mask), lightly(images, idx_keep, idx_mask)
+        )
+
+
+def test_rejects_invalid_arguments(bench: ModuleType) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--patch-size", "5"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--mask-ratio", "1.0"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--epochs", "0"])
