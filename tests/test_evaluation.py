@@ -564,3 +564,24 @@ def test_evaluate_classifier_metrics_and_mode() -> None:
     assert model.training
     assert metrics["top1"] == 1.0 and metrics["top5"] == 1.0
     assert 0.0 < metrics["loss"] < 0.1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_paths_match_cpu() -> None:
+    vit = tiny_vit(depth=2)
+    data = image_data()
+    reference, _ = extract_features(vit, data, amp=False)
+    features, _ = extract_features(vit, data, device="cuda")  # bf16 autocast by default
+    assert features.device.type == "cpu" and features.dtype == torch.float32
+    assert next(vit.parameters()).device.type == "cpu"  # the encoder is moved back
+    torch.testing.assert_close(features, reference, atol=0.1, rtol=0.05)
+    train, labels = gaussian_clusters(4, 8, 30, seed=0)
+    cpu_scores = knn_predict(train, labels, train[:10], 4, k=5)
+    cuda_scores = knn_predict(train, labels, train[:10], 4, k=5, device="cuda")
+    torch.testing.assert_close(cuda_scores.cpu(), cpu_scores, rtol=1e-4, atol=0.0)
+    result = train_linear_probe(train, labels, train, labels, 4, epochs=2, device="cuda")
+    assert next(result["probe"].parameters()).device.type == "cpu"
+    tuned = finetune(
+        tiny_vit(depth=1), quadrant_data(16, 0), quadrant_data(8, 1), 4, epochs=1, device="cuda"
+    )
+    assert 0.0 <= tuned["top1"] <= 1.0
