@@ -239,7 +239,7 @@ def evaluate_features(
         epochs=args.probe_epochs,
         batch_size=args.probe_batch_size,
         base_lr=args.probe_lr,
-        warmup_epochs=min(1, args.probe_epochs),
+        warmup_epochs=min(3, args.probe_epochs),
         seed=args.seed,
     )
     return {
@@ -499,9 +499,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--pools", nargs="+", default=list(POOLS), choices=POOLS)
     add("--knn-k", type=int, default=200)
     add("--knn-t", type=float, default=0.07)
-    add("--probe-epochs", type=int, default=10)
-    add("--probe-batch-size", type=int, default=256)
-    add("--probe-lr", type=float, default=0.1, help="LARS base lr (per 256 samples)")
+    add("--probe-epochs", type=int, default=30)
+    add("--probe-batch-size", type=int, default=1024)
+    add(
+        "--probe-lr",
+        type=float,
+        default=None,
+        help="LARS base lr per 256 samples (default: ssl_mae.evaluation's, 1.0)",
+    )
     add("--train-subset", type=int, default=None, help="use the first N training images")
     add("--test-subset", type=int, default=None, help="use the first N test images")
     add("--data-root", default=None, help="directory with the Fashion-MNIST IDX files")
@@ -533,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     train = load_split(True, args.train_subset, args.data_root)
     test = load_split(False, args.test_subset, args.data_root)
     runs = [run_impl(impl, train, test, args, device) for impl in args.impl]
@@ -547,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(device),
         "runs": runs,
         "wall_time_s": time.perf_counter() - start,
+        "cpu_time_s": time.process_time() - cpu_start,
     }
     result["rows"] = table_rows(result)
     args.output_dir.mkdir(parents=True, exist_ok=True)
