@@ -381,6 +381,27 @@ def test_configure_optimizers_groups_and_lr_scaling() -> None:
         tiny_mae(warmup_epochs=1, warmup_steps=3)
 
 
+def _loss_after_steps(fused: bool) -> Tensor:
+    model = tiny_mae(fused_adamw=fused, batch_size=256, total_steps=10, warmup_steps=0)
+    optimizer = model.configure_optimizers()["optimizer"]
+    assert bool(optimizer.defaults["fused"]) is fused
+    imgs, noise = images(4), torch.rand(4, NUM_PATCHES, generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(imgs, noise=noise)[0].backward()
+        optimizer.step()
+    with torch.no_grad():
+        return model(imgs, noise=noise)[0]
+
+
+def test_fused_and_unfused_adamw_give_the_same_loss() -> None:
+    try:
+        torch.optim.AdamW([nn.Parameter(torch.zeros(1))], fused=True)
+    except (RuntimeError, ValueError) as error:
+        pytest.skip(f"this torch has no fused AdamW on CPU: {error}")
+    torch.testing.assert_close(_loss_after_steps(True), _loss_after_steps(False))
+
+
 def _trainer(**kwargs: Any) -> pl.Trainer:
     options: dict[str, Any] = dict(
         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

@@ -405,6 +405,13 @@ class MAE(pl.LightningModule):
         self._check_native_size(x)
         num_prefix = self.encoder.num_prefix_tokens
         num_patches = self.encoder.num_patches
+        if noise is None and generator is not None and generator.device.type != x.device.type:
+            # A CPU generator for CUDA images (or the reverse): draw where the generator lives.
+            noise = torch.rand(
+                x.shape[0], num_patches, generator=generator, device=generator.device
+            )
+        if isinstance(noise, Tensor):
+            noise = noise.to(x.device)
         idx_keep, idx_mask = masking.random_token_mask(
             (x.shape[0], num_prefix + num_patches),
             mask_ratio=mask_ratio,
