@@ -105,7 +105,7 @@ class MAE(L.LightningModule):
         vit = {"img_size": hp.image_size, "patch_size": hp.patch_size, "in_chans": in_chans}
         vit |= {"embed_dim": hp.embed_dim, "depth": hp.depth, "num_heads": hp.num_heads}
         # No mask token in the encoder: MAE drops masked tokens, and an unused parameter would
-        # force DDP's find_unused_parameters=True.
+        # make DDP need find_unused_parameters (a graph search every step).
         self.encoder = MaskedVisionTransformer.from_timm(vit, use_mask_token=False)
         self.decoder = MAEDecoder(
             num_patches=self.encoder.num_patches,

@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> None:
     vit = {"img_size": args.image_size, "patch_size": args.patch_size, "in_chans": in_chans}
     vit |= {"embed_dim": args.embed_dim, "depth": args.depth, "num_heads": args.num_heads}
     # No mask token in the encoder: MAE drops masked tokens, and an unused parameter would
-    # force DDP's find_unused_parameters=True.
+    # make DDP need find_unused_parameters (a graph search every step).
     encoder = MaskedVisionTransformer.from_timm(vit, use_mask_token=False)
     decoder = MAEDecoder(
         num_patches=encoder.num_patches,
