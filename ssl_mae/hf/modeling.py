@@ -142,12 +142,8 @@ def _build_decoder(config: ViTMAEConfig) -> MAEDecoder:
         norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps),
         grid_size=config.grid_size,
         qkv_bias=config.qkv_bias,
+        act_layer=activation_layer(config.hidden_act),
     )
-    if config.hidden_act != "gelu":
-        # MAEDecoder builds its timm blocks with GELU; swap in the configured activation.
-        make_activation = activation_layer(config.hidden_act)
-        for block in decoder.decoder_blocks:
-            cast(Any, block).mlp.act = make_activation()
     return decoder
 
 

@@ -52,6 +52,7 @@ class MAEDecoder(nn.Module):
         grid_size: Patch grid ``(h, w)`` for non-square images; square ``sqrt(num_patches)``
             when None.
         qkv_bias: Bias in the attention projections.
+        act_layer: Activation of the decoder MLPs (GELU, as in MAE and Hugging Face's "gelu").
         decoder_head_dim: Width of one attention head when it should differ from
             ``decoder_embed_dim // decoder_num_heads`` (as in vit-pytorch's ``dim_head``).
     """
@@ -75,6 +76,7 @@ class MAEDecoder(nn.Module):
         grid_size: int | tuple[int, int] | None = None,
         qkv_bias: bool = True,
         decoder_head_dim: int | None = None,
+        act_layer: Callable[..., nn.Module] = nn.GELU,
     ) -> None:
         super().__init__()
         self.num_patches = check_positive_int(num_patches, "num_patches")
@@ -131,6 +133,7 @@ class MAEDecoder(nn.Module):
                     proj_drop=proj_drop_rate,
                     attn_drop=attn_drop_rate,
                     norm_layer=cast(Any, norm_layer),
+                    act_layer=cast(Any, act_layer),
                 )
                 for _ in range(decoder_depth)
             ]
