@@ -291,7 +291,7 @@ def run_impl(
     for step, (epoch, images, idx_keep, idx_mask) in enumerate(stream):
         loss = model(images, idx_keep, idx_mask)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         optimizer.step()
         scheduler.step()
         value = float(loss.item())

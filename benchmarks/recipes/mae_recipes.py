@@ -30,7 +30,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as L  # the package ssl_mae.MAE is built on
 import torch
@@ -81,7 +81,7 @@ def _linprobe(dataset: str, size: int, arch: dict[str, int], **kw: Any) -> Recip
 
 
 def _finetune(dataset: str, size: int, arch: dict[str, int], **kw: Any) -> Recipe:
-    options = {
+    options: dict[str, Any] = {
         "layer_decay": 0.65, "drop_path": 0.1, "mixup": 0.8, "cutmix": 1.0,
         "label_smoothing": 0.1, "reprob": 0.25, "auto_augment": "rand-m9-mstd0.5-inc1",
         "betas": (0.9, 0.999), "pool": "mean", "min_lr": 1e-6,
@@ -130,7 +130,7 @@ def build_transform(recipe: Recipe, train: bool) -> Any:
 
         return MAETransform(size, min_scale=recipe.options["min_scale"], normalize=norm)
     if recipe.stage == "finetune" and train:
-        from timm.data import create_transform
+        from timm.data.transforms_factory import create_transform
 
         return create_transform(
             size, is_training=True, auto_augment=recipe.options["auto_augment"],
@@ -155,10 +155,11 @@ def build_data(recipe: Recipe, train: bool, args: argparse.Namespace) -> Dataset
     if args.smoke:
         from torchvision.datasets import FakeData
 
-        return FakeData(
+        fake: Dataset[Any] = FakeData(
             size=16, image_size=(3, recipe.image_size, recipe.image_size),
             num_classes=NUM_CLASSES[recipe.dataset], transform=transform,
         )  # fmt: skip
+        return fake
     from ssl_mae.data import build_dataset
 
     if recipe.dataset == "imagenet":
@@ -172,10 +173,12 @@ def load_encoder(args: argparse.Namespace, recipe: Recipe) -> nn.Module:
     from ssl_mae.models.mae import MAE
 
     if args.smoke and args.checkpoint is None:
-        return build_mae(recipe).encoder
+        encoder: nn.Module = build_mae(recipe).encoder
+        return encoder
     if args.checkpoint is None:
         raise SystemExit(f"--checkpoint is required for the {recipe.stage} stage")
-    return MAE.load_from_checkpoint(args.checkpoint, map_location="cpu").encoder
+    pretrained: nn.Module = MAE.load_from_checkpoint(args.checkpoint, map_location="cpu").encoder
+    return pretrained
 
 
 def build_mae(recipe: Recipe, **training: Any) -> Any:
@@ -183,7 +186,7 @@ def build_mae(recipe: Recipe, **training: Any) -> Any:
 
     opts = recipe.options
     return MAE(
-        img_size=recipe.image_size, in_chans=3, **recipe.arch,
+        img_size=recipe.image_size, in_chans=3, **cast(dict[str, Any], recipe.arch),
         decoder_embed_dim=opts.get("decoder_embed_dim", 512),
         decoder_depth=opts.get("decoder_depth", 8),
         decoder_num_heads=opts.get("decoder_num_heads", 16),
@@ -199,7 +202,7 @@ class LinearProbeModule(L.LightningModule):
         from ssl_mae.evaluation import LinearProbe
 
         self.encoder = encoder.requires_grad_(False).eval()
-        self.probe = LinearProbe(int(encoder.embed_dim), NUM_CLASSES[recipe.dataset])
+        self.probe = LinearProbe(int(cast(int, encoder.embed_dim)), NUM_CLASSES[recipe.dataset])
         self.recipe, self.lr, self.total, self.warm = recipe, lr, total, warm
 
     def features(self, images: Tensor) -> Tensor:
@@ -231,7 +234,7 @@ class FineTuneModule(L.LightningModule):
 
     def __init__(self, encoder: nn.Module, recipe: Recipe, lr: float, total: int, warm: int):
         super().__init__()
-        from timm.data import Mixup
+        from timm.data.mixup import Mixup
 
         from ssl_mae.evaluation import FineTuneClassifier, set_drop_path
 
@@ -239,7 +242,7 @@ class FineTuneModule(L.LightningModule):
         num_classes = NUM_CLASSES[recipe.dataset]
         set_drop_path(encoder, opts["drop_path"])
         self.model = FineTuneClassifier(encoder, num_classes, pool=opts["pool"])
-        self.mixup = Mixup(
+        self.mixup = Mixup(  # type: ignore[no-untyped-call]
             mixup_alpha=opts["mixup"], cutmix_alpha=opts["cutmix"],
             label_smoothing=opts["label_smoothing"], num_classes=num_classes,
         )  # fmt: skip
