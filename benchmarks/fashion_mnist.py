@@ -446,76 +446,85 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
-    add(
+    parser.add_argument(
         "--impl",
         nargs="+",
         default=list(IMPLS),
         choices=[*IMPLS, "none"],
         help="MAE implementations to pretrain and evaluate ('none': only baselines)",
     )
-    add(
+    parser.add_argument(
         "--baseline",
         nargs="+",
         default=list(BASELINES),
         choices=[*BASELINES, "none"],
         help="feature baselines evaluated with the same kNN and linear probe",
     )
-    add("--epochs", type=int, default=3, help="pretraining epochs")
-    add(
+    parser.add_argument("--epochs", type=int, default=3, help="pretraining epochs")
+    parser.add_argument(
         "--eval-epochs",
         type=int,
         nargs="*",
         default=[1, 2],
         help="also evaluate after these epochs (the last epoch is always evaluated)",
     )
-    add(
+    parser.add_argument(
         "--curve-impls",
         nargs="*",
         default=["ours"],
         choices=IMPLS,
         help="implementations evaluated at --eval-epochs (others only after the last epoch)",
     )
-    add("--batch-size", type=int, default=256)
-    add("--lr", type=float, default=1.5e-3, help="peak AdamW learning rate")
-    add("--min-lr", type=float, default=0.0)
-    add("--weight-decay", type=float, default=0.05)
-    add("--warmup-epochs", type=float, default=0.5)
-    add("--mask-ratio", type=float, default=0.75)
-    add(
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1.5e-3, help="peak AdamW learning rate")
+    parser.add_argument("--min-lr", type=float, default=0.0)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup-epochs", type=float, default=0.5)
+    parser.add_argument("--mask-ratio", type=float, default=0.75)
+    parser.add_argument(
         "--norm-pix",
         action=argparse.BooleanOptionalAction,
         default=False,
         help="per-patch normalised pixel targets (both implementations)",
     )
-    add("--min-scale", type=float, default=0.5, help="smallest random-resized-crop area")
-    add("--patch-size", type=int, default=7)
-    add("--embed-dim", type=int, default=128)
-    add("--depth", type=int, default=4)
-    add("--num-heads", type=int, default=4)
-    add("--decoder-dim", type=int, default=64)
-    add("--decoder-depth", type=int, default=2)
-    add("--decoder-heads", type=int, default=4)
-    add("--pools", nargs="+", default=list(POOLS), choices=POOLS)
-    add("--knn-k", type=int, default=200)
-    add("--knn-t", type=float, default=0.07)
-    add("--probe-epochs", type=int, default=30)
-    add("--probe-batch-size", type=int, default=1024)
-    add(
+    parser.add_argument(
+        "--min-scale", type=float, default=0.5, help="smallest random-resized-crop area"
+    )
+    parser.add_argument("--patch-size", type=int, default=7)
+    parser.add_argument("--embed-dim", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--num-heads", type=int, default=4)
+    parser.add_argument("--decoder-dim", type=int, default=64)
+    parser.add_argument("--decoder-depth", type=int, default=2)
+    parser.add_argument("--decoder-heads", type=int, default=4)
+    parser.add_argument("--pools", nargs="+", default=list(POOLS), choices=POOLS)
+    parser.add_argument("--knn-k", type=int, default=200)
+    parser.add_argument("--knn-t", type=float, default=0.07)
+    parser.add_argument("--probe-epochs", type=int, default=30)
+    parser.add_argument("--probe-batch-size", type=int, default=1024)
+    parser.add_argument(
         "--probe-lr",
         type=float,
         default=None,
         help="LARS base lr per 256 samples (default: ssl_mae.evaluation's, 1.0)",
     )
-    add("--train-subset", type=int, default=None, help="use the first N training images")
-    add("--test-subset", type=int, default=None, help="use the first N test images")
-    add("--data-root", default=None, help="directory with the Fashion-MNIST IDX files")
-    add("--seed", type=int, default=0)
-    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    add("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    add("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
-    add("--name", default="fashion_mnist", help="stem of the JSON and Markdown files")
-    add(
+    parser.add_argument(
+        "--train-subset", type=int, default=None, help="use the first N training images"
+    )
+    parser.add_argument("--test-subset", type=int, default=None, help="use the first N test images")
+    parser.add_argument(
+        "--data-root", default=None, help="directory with the Fashion-MNIST IDX files"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
+    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--name", default="fashion_mnist", help="stem of the JSON and Markdown files"
+    )
+    parser.add_argument(
         "--plot",
         default=str(REPO_ROOT / "docs" / "assets" / "fashion_mnist_loss_curves.png"),
         help="PNG of the pretraining loss curves ('' to skip)",
