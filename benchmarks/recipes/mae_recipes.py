@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
         "precision": args.precision, "max_epochs": recipe.epochs,
         "default_root_dir": str(args.output_dir / args.recipe),
     }  # fmt: skip
+    checkpoints = args.output_dir / args.recipe / "checkpoints"  # .../last.ckpt for the next stage
+    trainer_kwargs["callbacks"] = [L.callbacks.ModelCheckpoint(dirpath=checkpoints, save_last=True)]
     if args.smoke:
         trainer_kwargs.update(max_steps=2, limit_val_batches=1, logger=False)
         trainer_kwargs.update(enable_progress_bar=False)
