@@ -80,8 +80,8 @@ def _wait(process: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         output, _ = process.communicate()
-        pytest.fail(f"{process.args} timed out:\n{output[-4000:]}")
-    assert process.returncode == 0, f"{process.args} failed:\n{output[-4000:]}"
+        pytest.fail(f"{process.args!r} timed out:\n{output[-4000:]}")
+    assert process.returncode == 0, f"{process.args!r} failed:\n{output[-4000:]}"
 
 
 def _run(script: str, args: Sequence[str], cwd: Path, **env: str) -> None:

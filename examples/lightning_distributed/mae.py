@@ -138,7 +138,8 @@ class MAE(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         hp: Any = self.hparams
         images, indices = batch
-        self.seen_indices.append(indices.tolist())
+        if hp.debug_ranks:
+            self.seen_indices.append(indices.tolist())
         epoch, seed = self.current_epoch, hp.seed
         num_patches = self.encoder.num_patches
         views, noise = views_and_noise(images, indices, epoch, seed, self.augment, num_patches)

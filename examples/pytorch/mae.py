@@ -13,7 +13,9 @@ index), so a run is reproducible and examples/lightning/mae.py gives the same lo
 """
 
 import argparse
+import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -142,9 +144,9 @@ def main(args: argparse.Namespace) -> None:
 
     losses: list[float] = []
     model.train()
-    for epoch in range(args.epochs):
+    for epoch in range(math.ceil(total_steps / len(loader))):  # the last may stop early
         sampler.set_epoch(epoch)  # a new order every epoch (Lightning does this itself)
-        for images, indices in loader:
+        for images, indices in itertools.islice(loader, total_steps - len(losses)):
             images = images.to(args.device, non_blocking=True)
             views, noise = views_and_noise(
                 images, indices, epoch, args.seed, augment, encoder.num_patches
@@ -163,11 +165,7 @@ def main(args: argparse.Namespace) -> None:
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
-            if len(losses) == total_steps:
-                break
         print(f"epoch {epoch:3d}  step {len(losses):6d}  loss {losses[-1]:.4f}")
-        if len(losses) == total_steps:
-            break
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.output_dir / "model.pt")
