@@ -138,3 +138,53 @@ def test_rejects_invalid_arguments(bench: ModuleType) -> None:
         bench.parse_args(["--mask-ratio", "1.0"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--epochs", "0"])
+
+
+def _load_recipes() -> ModuleType:
+    path = SCRIPT.parent / "recipes" / "mae_recipes.py"
+    spec = importlib.util.spec_from_file_location("benchmark_mae_recipes", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_imagenet_recipes_use_the_official_hyper_parameters() -> None:
+    pytest.importorskip("pytorch_lightning")
+    recipes = _load_recipes().RECIPES
+    for epochs in (800, 1600):
+        pretrain = recipes[f"in1k_vitb16_pretrain_{epochs}"]
+        assert (pretrain.epochs, pretrain.batch_size, pretrain.base_lr) == (epochs, 4096, 1.5e-4)
+        assert (pretrain.weight_decay, pretrain.warmup_epochs) == (0.05, 40)
+        assert pretrain.options["mask_ratio"] == 0.75 and pretrain.options["norm_pix_loss"]
+        assert pretrain.arch == {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12}
+        assert pretrain.options["decoder_embed_dim"] == 512
+        assert pretrain.options["decoder_depth"] == 8
+    probe = recipes["in1k_vitb16_linprobe"]
+    assert (probe.epochs, probe.batch_size, probe.base_lr, probe.weight_decay) == (
+        90,
+        16384,
+        0.1,
+        0,
+    )
+    assert probe.options["optimizer"] == "lars" and probe.warmup_epochs == 10
+    tune = recipes["in1k_vitb16_finetune"]
+    assert (tune.epochs, tune.batch_size, tune.base_lr, tune.warmup_epochs) == (100, 1024, 5e-4, 5)
+    assert tune.options["layer_decay"] == 0.65 and tune.options["drop_path"] == 0.1
+    assert (tune.options["mixup"], tune.options["cutmix"], tune.options["reprob"]) == (0.8, 1, 0.25)
+    assert {"cifar10_vits4_pretrain_800", "cifar100_vits4_finetune"} <= set(recipes)
+
+
+@pytest.mark.slow
+def test_recipe_stages_run_in_smoke_mode(tmp_path: Path) -> None:
+    pytest.importorskip("pytorch_lightning")
+    recipes = _load_recipes()
+    out = ["--output-dir", str(tmp_path)]
+    recipes.main(["--recipe", "cifar10_vits4_pretrain_800", "--smoke", *out])
+    checkpoint = tmp_path / "cifar10_vits4_pretrain_800" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    for stage in ("linprobe", "finetune"):
+        recipes.main(
+            [f"--recipe=cifar10_vits4_{stage}", "--smoke", "--checkpoint", str(checkpoint), *out]
+        )
