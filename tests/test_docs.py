@@ -19,6 +19,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -106,9 +107,7 @@ def test_every_user_facing_page_has_runnable_python() -> None:
 
 
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_page_id)
-def test_python_blocks_run(
-    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = page.read_text()
     for requirement in REQUIRES.findall(text):
         for module in requirement.split():
@@ -151,13 +150,20 @@ def _shell_commands(text: str) -> list[tuple[list[str], int]]:
             stripped = raw.strip().removeprefix("$ ")
             if not stripped or stripped.startswith("#"):
                 continue
-            for part in re.split(r"&&|\|\||;|\|", stripped):
-                words = shlex.split(part, comments=True)
+            lexer = shlex.shlex(stripped, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            lexer.commenters = "#"
+            words: list[str] = []
+            for token in [*lexer, ";"]:
+                if token not in ("&&", "||", ";", "|", "&"):
+                    words.append(token)
+                    continue
                 # Leading VAR=value assignments.
                 while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
                     words = words[1:]
                 if words:
                     commands.append((words, line + offset))
+                words = []
     return commands
 
 
@@ -196,7 +202,9 @@ def _options(words: list[str]) -> list[str]:
 SHELL_PAGES = [
     page
     for page in doc_pages()
-    if any(lang in ("bash", "sh", "shell", "console") for lang, _, _ in code_blocks(page.read_text()))
+    if any(
+        lang in ("bash", "sh", "shell", "console") for lang, _, _ in code_blocks(page.read_text())
+    )
 ]
 
 
@@ -280,14 +288,30 @@ def test_every_root_export_is_rendered_by_some_api_page() -> None:
     for name in ssl_mae.__all__:
         if name.startswith("_"):
             continue
-        module = getattr(ssl_mae, name).__module__
+        value = getattr(ssl_mae, name)
+        if isinstance(value, types.ModuleType):
+            continue  # subpackages: test_every_public_module_has_an_api_page covers them
+        if isinstance(getattr(value, "__module__", None), str):
+            module = value.__module__
+        else:  # a constant: a (non-package) module that holds this very object
+            module = next(
+                m.__name__
+                for m in list(sys.modules.values())
+                if m is not None
+                and m.__name__.startswith("ssl_mae.")
+                and not hasattr(m, "__path__")
+                and getattr(m, name, None) is value
+            )
         parents = {".".join(module.split(".")[:i]) for i in range(2, module.count(".") + 2)}
         assert parents & documented, f"ssl_mae.{name} (from {module}) is on no API page"
 
 
 # --- the site itself ----------------------------------------------------------------------------
 def test_nav_lists_every_page_and_the_site_builds_strictly(tmp_path: Path) -> None:
-    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None:
+    if (
+        importlib.util.find_spec("mkdocs") is None
+        or importlib.util.find_spec("mkdocstrings") is None
+    ):
         pytest.skip("mkdocs / mkdocstrings not installed (pip install -e '.[docs]')")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     result = subprocess.run(
