@@ -392,3 +392,26 @@ def test_bad_paths_and_inputs(tmp_path: Path) -> None:
         ViTMAEConfig(mask_ratio=1.0)
     with pytest.raises(ValueError, match="divisible by num_attention_heads"):
         ViTMAEConfig(hidden_size=30, num_attention_heads=4)
+
+
+def test_patchify_accepts_the_configured_non_square_size() -> None:
+    from ssl_mae.hf import ViTMAEConfig, ViTMAEForPreTraining
+
+    config = ViTMAEConfig(
+        image_size=(16, 32),
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+    )
+    model = ViTMAEForPreTraining(config)
+    images = torch.rand(2, 3, 16, 32)
+    assert model.patchify(images).shape == (2, 8, 192)
+    assert torch.isfinite(model(pixel_values=images).loss)
+    with pytest.raises(ValueError, match="must be square or config.image_size"):
+        model.patchify(torch.rand(2, 3, 32, 16))

@@ -675,8 +675,9 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
         """Cuts images into flattened patches (official/HF layout).
 
         Args:
-            pixel_values: (B, C, H, W) images; square unless ``interpolate_pos_encoding``.
-            interpolate_pos_encoding: Allow non-square images.
+            pixel_values: (B, C, H, W) images; square (or ``config.image_size`` when that is
+                non-square) unless ``interpolate_pos_encoding``.
+            interpolate_pos_encoding: Allow any (non-square) image size.
 
         Returns:
             (B, L, p * p * C) patches.
@@ -688,10 +689,11 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
                 f"pixel_values must have {self.config.num_channels} channels "
                 f"(config.num_channels), got {channels}"
             )
-        if not interpolate_pos_encoding and height != width:
+        native = (height, width) == tuple(self.config.image_hw)
+        if not interpolate_pos_encoding and height != width and not native:
             raise ValueError(
-                f"pixel_values must be square unless interpolate_pos_encoding=True, "
-                f"got {height}x{width}"
+                f"pixel_values must be square or config.image_size {self.config.image_hw} unless "
+                f"interpolate_pos_encoding=True, got {height}x{width}"
             )
         return masking.patchify(pixel_values, self.config.patch_size)
 
