@@ -413,5 +413,5 @@ def test_patchify_accepts_the_configured_non_square_size() -> None:
     images = torch.rand(2, 3, 16, 32)
     assert model.patchify(images).shape == (2, 8, 192)
     assert torch.isfinite(model(pixel_values=images).loss)
-    with pytest.raises(ValueError, match="must be square or config.image_size"):
+    with pytest.raises(ValueError, match=r"must be square or config\.image_size"):
         model.patchify(torch.rand(2, 3, 32, 16))
