@@ -11,7 +11,7 @@ averaged. Every parameter gets a gradient each step, so DDP needs no find_unused
         python examples/lightning_distributed/mae.py --devices 1 --num-nodes 2
 
 --batch-size is per process. A sample's crop, flip and mask depend only on (seed, epoch, index),
-so N processes with batch B compute what one process with batch N * B computes.
+so N processes with batch B compute what one process with batch N * B computes (up to rounding).
 """
 
 import argparse
