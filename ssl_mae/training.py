@@ -300,6 +300,8 @@ class PretrainDataModule(pl.LightningDataModule):
         self.normalize = None if normalize is None else {k: list(v) for k, v in normalize.items()}
         self.seed = seed
         self.num_workers = num_workers
+        self._train_loader: ResumableDataLoader | None = None
+        self._pending_position: dict[str, int] | None = None
         self.augment = BatchedMAEAugment(
             input_size=img_size,
             min_scale=min_scale,
@@ -315,7 +317,7 @@ class PretrainDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> ResumableDataLoader:
         world_size, rank = self._world()
-        return ResumableDataLoader(
+        self._train_loader = ResumableDataLoader(
             self.train_set,
             self.batch_size,
             shuffle=True,
@@ -326,6 +328,32 @@ class PretrainDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+        if self._pending_position is not None:
+            self._train_loader.load_state_dict(self._pending_position)
+            self._pending_position = None
+        return self._train_loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position, saved in every checkpoint."""
+        if self._train_loader is None:
+            return {}
+        return {"train_position": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores the training loader's position (before or after the loader exists).
+
+        Lightning also stores the position of stateful loaders itself, but skips restoring it
+        when the loader was created before the checkpoint was loaded, which is what happens
+        when ``configure_optimizers`` asks for ``trainer.estimated_stepping_batches`` (the MAE
+        does, to size its lr schedule). Restoring it here covers that case.
+        """
+        position = state_dict.get("train_position")
+        if position is None:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(position)
+        else:
+            self._pending_position = dict(position)
 
     def val_dataloader(self) -> ResumableDataLoader | list[Any]:
         if self.val_set is None:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The main job: pre-train the default MAE on Fashion-MNIST (CPU friendly), then evaluate it with
+# kNN on the test split and draw reconstructions. Run after scripts/setup.sh:
+#
+#     bash scripts/setup.sh && bash scripts/main_job.sh
+#
+# Output in runs/main (or $1): last.ckpt, best.ckpt, logs/, metrics.json, reconstruction.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT="${1:-runs/main}"
+if [ -x .venv/bin/ssl-mae ]; then
+    SSL_MAE=.venv/bin/ssl-mae
+else
+    SSL_MAE=ssl-mae
+fi
+
+start=$(date +%s)
+"$SSL_MAE" pretrain --output-dir "$OUT" --overwrite
+"$SSL_MAE" evaluate --checkpoint "$OUT/last.ckpt"
+"$SSL_MAE" reconstruct --checkpoint "$OUT/last.ckpt" --output "$OUT/reconstruction.png"
+echo "[main_job] done in $(( $(date +%s) - start )) s; results in $OUT"

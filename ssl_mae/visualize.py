@@ -1,0 +1,180 @@
+"""What an MAE sees and predicts: original | masked | reconstruction | reconstruction + visible.
+
+:func:`reconstruct` runs a model on a batch and returns the four images per sample as tensors;
+:func:`save_reconstruction_grid` writes them as a PNG with one row per sample.
+
+For a model trained with the norm-pix loss the predictions are per-patch normalised pixels; they
+are mapped back to pixels with the mean and variance of *each target patch* (the official
+visualisation does the same), otherwise the reconstruction would show only local contrast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ssl_mae._validation import check_mask_ratio, check_tensor
+from ssl_mae.masking import patchify, unpatchify
+
+__all__ = ["Reconstruction", "denormalize", "reconstruct", "save_reconstruction_grid"]
+
+COLUMN_TITLES: tuple[str, str, str, str] = (
+    "original",
+    "masked",
+    "reconstruction",
+    "reconstruction + visible",
+)
+
+
+class Reconstruction(NamedTuple):
+    """The four views of a batch, all (B, C, H, W) in the model's input space (normalised).
+
+    Attributes:
+        original: The input images.
+        masked: The input with removed patches set to 0 (the dataset mean after normalisation).
+        reconstruction: The model's prediction for every patch.
+        pasted: The prediction for removed patches, the input for visible ones.
+        mask: (B, L) 1 for removed patches, 0 for visible ones.
+    """
+
+    original: Tensor
+    masked: Tensor
+    reconstruction: Tensor
+    pasted: Tensor
+    mask: Tensor
+
+
+@torch.no_grad()
+def reconstruct(
+    model: nn.Module,
+    images: Tensor,
+    mask_ratio: float = 0.75,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Reconstruction:
+    """Masks, encodes and decodes ``images`` and returns the four views of each.
+
+    The model needs the seed MAE interface: ``forward(imgs, mask_ratio, noise=, generator=)
+    -> (loss, pred, mask)``, ``patch_size``, and optionally ``norm_pix_loss`` and a
+    ``criterion.eps`` (default 1e-6). It runs in eval mode; its mode is restored afterwards.
+
+    Args:
+        images: (B, C, H, W) model inputs (normalised as in training).
+        model: The MAE.
+        mask_ratio: Fraction of patches removed, in [0, 1).
+        noise: Optional (B, L) noise fixing the masks (lowest noise stays visible).
+        generator: Random generator used when ``noise`` is None.
+
+    Returns:
+        :class:`Reconstruction` with tensors on the images' device.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module (an MAE), got {type(model).__name__}")
+    images = check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)", floating=True)
+    mask_ratio = check_mask_ratio(mask_ratio)
+    patch_size = getattr(model, "patch_size", None)
+    if not isinstance(patch_size, int):
+        raise TypeError(f"model must have an int patch_size attribute, got {patch_size!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        _, pred, mask = model(images, mask_ratio=mask_ratio, noise=noise, generator=generator)
+    finally:
+        model.train(was_training)
+    pred = pred.float()
+    original = images.float()
+    if getattr(model, "norm_pix_loss", False):
+        target = patchify(original, patch_size)
+        eps = float(getattr(getattr(model, "criterion", None), "eps", 1e-6))
+        # The loss normalised each target patch with its own mean and unbiased variance.
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        pred = pred * (var + eps) ** 0.5 + mean
+    height, width = original.shape[-2:]
+    channels = original.shape[1]
+    reconstruction = unpatchify(pred, patch_size, channels=channels, image_size=(height, width))
+    patch_mask = mask.float().unsqueeze(-1).expand(-1, -1, patch_size * patch_size * channels)
+    mask_image = unpatchify(patch_mask, patch_size, channels=channels, image_size=(height, width))
+    masked = original * (1.0 - mask_image)
+    pasted = original * (1.0 - mask_image) + reconstruction * mask_image
+    return Reconstruction(original, masked, reconstruction, pasted, mask)
+
+
+def denormalize(images: Tensor, normalize: Mapping[str, Sequence[float]] | None) -> Tensor:
+    """Undoes ``Normalize`` and clamps to [0, 1] for display.
+
+    Args:
+        images: (B, C, H, W) normalised images.
+        normalize: The ``{"mean": [...], "std": [...]}`` used for the inputs (1 or C entries),
+            or None when the inputs were in [0, 1] already.
+
+    Returns:
+        (B, C, H, W) float images in [0, 1].
+    """
+    images = check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)", floating=True)
+    if normalize is not None:
+        mean = torch.tensor(normalize["mean"], dtype=images.dtype, device=images.device)
+        std = torch.tensor(normalize["std"], dtype=images.dtype, device=images.device)
+        if mean.numel() not in (1, images.shape[1]):
+            raise ValueError(
+                f"normalize has {mean.numel()} entries but images have {images.shape[1]} "
+                "channels; give 1 or C entries"
+            )
+        images = images * std.view(-1, 1, 1) + mean.view(-1, 1, 1)
+    return images.clamp(0.0, 1.0)
+
+
+def save_reconstruction_grid(
+    result: Reconstruction,
+    path: str | os.PathLike[str],
+    normalize: Mapping[str, Sequence[float]] | None = None,
+    dpi: int = 100,
+    cell_inches: float = 1.6,
+) -> Path:
+    """Writes a PNG with one row per sample and the columns of :data:`COLUMN_TITLES`.
+
+    Args:
+        result: Output of :func:`reconstruct`.
+        path: Destination ``.png``; the folder is created if needed.
+        normalize: Normalisation of the model inputs, undone for display.
+        dpi: Resolution of the figure.
+        cell_inches: Size of one image cell in inches.
+
+    Returns:
+        The path written.
+    """
+    if not isinstance(result, Reconstruction):
+        raise TypeError(f"result must be a Reconstruction, got {type(result).__name__}")
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png, got {str(path)!r}")
+    # The object-oriented Agg API: no pyplot state, no global backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = [denormalize(view.detach().cpu(), normalize) for view in result[:4]]
+    rows = columns[0].shape[0]
+    figure = Figure(figsize=(4 * cell_inches, rows * cell_inches), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes: Any = figure.subplots(rows, 4, squeeze=False)
+    for row in range(rows):
+        for col, view in enumerate(columns):
+            image = view[row].permute(1, 2, 0).numpy()
+            axis = axes[row][col]
+            if image.shape[2] == 1:
+                axis.imshow(image[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0)
+            else:
+                axis.imshow(image)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(COLUMN_TITLES[col], fontsize=9)
+    figure.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, format="png")
+    return target
