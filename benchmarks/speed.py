@@ -90,6 +90,8 @@ STEPS_PER_REPEAT = {
 }
 IMPLEMENTATIONS = ("ssl_mae", "ssl_mae+compile", "lightly", "hf", "vit-pytorch")
 REFERENCE = "lightly"
+# --ablation: ssl_mae alone, one optimisation added per row (ratios to the first row).
+ABLATION = ("eager-fp32", "+bf16", "+bf16+fused", "+bf16+fused+compile")
 
 
 # --- the implementations -------------------------------------------------------------------------
@@ -109,22 +111,19 @@ class Implementation:
     samples: list[float] = field(default_factory=list)  # img/s per repeat
     memory: list[float] = field(default_factory=list)  # bytes per repeat
 
-    def step(self, images: Tensor) -> Tensor:
+    def step(self, images: Tensor, count_parameters: bool = False) -> Tensor:
+        """One training step; optionally counts the parameters that received a gradient."""
         with autocast_context(self.device, self.autocast_dtype):
             loss = self.loss_fn(images)
         loss.backward()
+        if count_parameters:
+            self.params_total = sum(p.numel() for p in self.model.parameters())
+            self.params_trained = sum(
+                p.numel() for p in self.model.parameters() if p.grad is not None
+            )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
-
-    def count_parameters(self, images: Tensor) -> None:
-        """Counts all parameters and those a training step gives a gradient."""
-        self.params_total = sum(p.numel() for p in self.model.parameters())
-        with autocast_context(self.device, self.autocast_dtype):
-            loss = self.loss_fn(images)
-        loss.backward()
-        self.params_trained = sum(p.numel() for p in self.model.parameters() if p.grad is not None)
-        self.optimizer.zero_grad(set_to_none=True)
 
     def static_bytes(self) -> int:
         """Bytes of parameters and optimiser state (gradients are freed every step)."""
@@ -141,9 +140,11 @@ def _peer_adamw(model: nn.Module) -> Optimizer:
     return AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
 
 
-def build_ssl_mae(config: dict[str, Any], device: torch.device, compiled: bool) -> tuple[Any, ...]:
+def build_ssl_mae(
+    config: dict[str, Any], device: torch.device, compiled: bool, fused: bool | None = None
+) -> tuple[Any, ...]:
     model = MAE(**config, mask_ratio=MASK_RATIO, layer_norm_eps=1e-6).to(device)
-    optimizer = make_adamw(model, lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    optimizer = make_adamw(model, lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=fused)
     if compiled:
         compile_model(model)
 
@@ -269,6 +270,10 @@ def build(
         parts = build_hf(config, device)
     elif name == "vit-pytorch":
         parts = build_vit_pytorch(config, device)
+    elif name in ABLATION:
+        # Each row adds one optimisation to the previous; precision is part of the row here.
+        dtype = torch.bfloat16 if "bf16" in name else None
+        parts = build_ssl_mae(config, device, compiled="compile" in name, fused="fused" in name)
     else:
         raise ValueError(f"implementation must be one of {list(IMPLEMENTATIONS)}, got {name!r}")
     model, loss_fn, optimizer, note = parts
@@ -366,10 +371,11 @@ def run_config(
     )
     impls = [build(name, config, device, dtype) for name in implementations]
     for impl in impls:
-        impl.count_parameters(images[: min(2, batch_size)])
         start = time.perf_counter()
-        for _ in range(warmup):  # first calls: allocator growth, kernel selection, compilation
-            impl.step(images)
+        # First calls: allocator growth, kernel selection, compilation. The full batch is used
+        # even for counting, so a compiled model sees a single shape.
+        for index in range(warmup):
+            impl.step(images, count_parameters=index == 0)
         _synchronize(device)
         log(f"  warm-up {impl.name}: {time.perf_counter() - start:.1f} s")
     cpu_memory = CPUPeakMemory()
@@ -388,11 +394,12 @@ def run_config(
         decoder_embed_dim=config["decoder_embed_dim"], decoder_depth=config["decoder_depth"],
         mask_ratio=MASK_RATIO, in_chans=config["in_chans"],
     )  # fmt: skip
-    peak = device_peak_flops(device, dtype)
-    reference = next((i for i in impls if i.name == REFERENCE), None)
+    reference_name = ABLATION[0] if implementations[0] in ABLATION else REFERENCE
+    reference = next((i for i in impls if i.name == reference_name), None)
     rows = []
     for impl in impls:
         throughput = _summary(impl.samples)
+        peak = device_peak_flops(device, impl.autocast_dtype)
         row: dict[str, Any] = {
             "config": config_name,
             "implementation": impl.name,
@@ -407,11 +414,12 @@ def run_config(
             "flops_per_image": flops,
             "achieved_flops": throughput["median"] * flops,
             "mfu": throughput["median"] * flops / peak if peak else None,
-            "ratio_to_lightly": None,
+            "reference": reference_name if reference is not None else None,
+            "ratio_to_reference": None,
         }
         if reference is not None:
             ratios = [s / r for s, r in zip(impl.samples, reference.samples, strict=True)]
-            row["ratio_to_lightly"] = _summary(ratios)
+            row["ratio_to_reference"] = _summary(ratios)
         rows.append(row)
     return rows
 
@@ -442,14 +450,15 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 def markdown_table(rows: Sequence[dict[str, Any]], device: torch.device) -> str:
     gpu = device.type == "cuda"
+    reference = rows[0].get("reference") if rows else None
     header = [
         "config", "implementation", "params (M, trained)", "batch", "img/s median",
-        "img/s min–max", "× Lightly median (min–max)", "peak MB", "GFLOP/img",
+        "img/s min–max", f"× {reference or 'reference'} median (min–max)", "peak MB", "GFLOP/img",
         "TFLOP/s" if gpu else "GFLOP/s",
     ] + (["MFU"] if gpu else [])  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        thr, ratio, memory = row["img_per_s"], row["ratio_to_lightly"], row["peak_memory_mb"]
+        thr, ratio, memory = row["img_per_s"], row["ratio_to_reference"], row["peak_memory_mb"]
         achieved = row["achieved_flops"] / (1e12 if gpu else 1e9)
         cells = [
             row["config"],
@@ -498,7 +507,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="override per config")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per implementation")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed steps per implementation, >= 1 (the first also counts parameters)",
+    )
     parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
@@ -511,14 +525,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="auto",
         help="add the ssl_mae+compile row; auto = on for CUDA only (CPU compile takes minutes)",
     )
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help=f"time ssl_mae alone with one optimisation added per row: {list(ABLATION)} "
+        "(the compile row only with compilation on)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     for name in ("repeats", "warmup"):
-        if getattr(args, name) < (1 if name == "repeats" else 0):
-            parser.error(f"--{name} must be >= {1 if name == 'repeats' else 0}")
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     return args
 
 
@@ -537,7 +557,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         raise SystemExit(f"--configs: unknown {unknown}; choose from {list(CONFIGS)}")
-    if args.impls:
+    if args.ablation:
+        impls = [i for i in ABLATION if compiled or "compile" not in i]
+    elif args.impls:
         impls = args.impls.split(",")
         bad = [i for i in impls if i not in IMPLEMENTATIONS]
         if bad:
@@ -575,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "warmup": args.warmup,
             "mask_ratio": MASK_RATIO,
             "implementations": impls,
+            "ablation": args.ablation,
         },
         "results": rows,
     }
