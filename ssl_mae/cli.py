@@ -2,7 +2,7 @@
 
 ::
 
-    ssl-mae pretrain --output-dir runs/main          # Fashion-MNIST, small ViT, CPU friendly
+    ssl-mae pretrain --output-dir runs/main          # Fashion-MNIST, 0.3 M-parameter ViT, CPU
     ssl-mae evaluate --checkpoint runs/main/last.ckpt
     ssl-mae reconstruct --checkpoint runs/main/last.ckpt --output runs/main/reconstruction.png
 
@@ -34,7 +34,7 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 DEFAULT_PRESET = "mae_vit_micro_patch4"
-DEFAULT_EPOCHS = 2
+DEFAULT_EPOCHS = 1
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_BASE_LR = 1.5e-3
 
