@@ -1,0 +1,1 @@
+"""Reliability suite: bad input, faults, corrupt data, determinism and numerics."""
