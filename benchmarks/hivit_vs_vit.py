@@ -2,10 +2,12 @@
 
 The HiViT paper claims its MAE pre-training is faster than a plain ViT's at similar size,
 because the masked units are dropped before the hierarchical stem. This script times full
-training steps (masking, encoder, decoder, loss, backward, AdamW step) on one random batch.
+training steps (masking, encoder, decoder, loss, backward, AdamW step) on one random batch,
+interleaving the models step by step, and counts each step's FLOPs (forward + backward), which
+unlike wall time does not depend on how busy a shared machine is.
 
 Usage:
-    python benchmarks/hivit_vs_vit.py --batch-size 8 --steps 5 --warmup 2
+    python benchmarks/hivit_vs_vit.py --batch-size 8 --steps 5 --warmup 1
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ssl_mae.hivit import HiViTMAEForPreTraining
 from ssl_mae.loss import MAELoss
@@ -60,6 +63,13 @@ class Runner:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=1e-4)
         self.seconds: list[float] = []
+        self.flops = 0
+
+    def count_flops(self, images: Tensor) -> None:
+        """Counts the FLOPs of one training step (forward + backward); also warms up."""
+        with FlopCounterMode(display=False) as counter:
+            self.step(images, record=False)
+        self.flops = counter.get_total_flops()
 
     def step(self, images: Tensor, record: bool = True) -> None:
         """Runs and (optionally) times one training step."""
@@ -80,7 +90,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=8, help="images per step")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed steps before timing (after the FLOP-counting step)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args()
@@ -97,6 +112,7 @@ def main() -> None:
     ]
     runners = [Runner(name, build, args.device) for name, build in candidates]
     for runner in runners:
+        runner.count_flops(images)
         for _ in range(args.warmup):
             runner.step(images, record=False)
     # Interleave the models step by step so that a shared, noisy CPU slows them alike.
@@ -105,12 +121,16 @@ def main() -> None:
             runner.step(images)
     print(f"device={args.device} batch={args.batch_size} threads={torch.get_num_threads()}")
     header = f"{'model':28s} {'enc params':>12s} {'all params':>12s}"
-    print(f"{header} {'median s/step':>14s} {'min s/step':>11s} {'img/s (median)':>15s}")
+    print(
+        f"{header} {'GFLOP/step':>11s} {'median s/step':>14s} {'min s/step':>11s} "
+        f"{'img/s (median)':>15s}"
+    )
     for runner in runners:
         median = statistics.median(runner.seconds)
         print(
             f"{runner.name:28s} {runner.params_encoder:12,d} {runner.params_total:12,d} "
-            f"{median:14.3f} {min(runner.seconds):11.3f} {images.shape[0] / median:15.2f}"
+            f"{runner.flops / 1e9:11.1f} {median:14.3f} {min(runner.seconds):11.3f} "
+            f"{images.shape[0] / median:15.2f}"
         )
 
 
