@@ -1,6 +1,7 @@
 """ssl_mae: Masked Autoencoder self-supervised learning blocks, models and benchmarks."""
 
 from ssl_mae import data, evaluation, hf, models
+from ssl_mae.hivit import HIVIT_MAE_PRESETS, HiViT, HiViTMAEForPreTraining, MAEHiViT
 from ssl_mae.loss import MAELoss
 from ssl_mae.masking import (
     get_at_index,
@@ -27,11 +28,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FASHION_MNIST_NORMALIZE",
+    "HIVIT_MAE_PRESETS",
     "IMAGENET_NORMALIZE",
     "MAE",
     "MAE_PRESETS",
     "BatchedMAEAugment",
+    "HiViT",
+    "HiViTMAEForPreTraining",
     "MAEDecoder",
+    "MAEHiViT",
     "MAELoss",
     "MAETransform",
     "MaskedVisionTransformer",
