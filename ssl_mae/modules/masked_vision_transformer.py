@@ -129,6 +129,52 @@ class MaskedEncoderBase(nn.Module):
         """Length of the full token sequence (prefix + patches) at the native image size."""
         return self.num_patches + self.num_prefix_tokens
 
+    def _setup(
+        self,
+        vit: nn.Module,
+        mask_token: nn.Parameter | None,
+        weight_initialization: str,
+        pos_embed_initialization: str,
+        antialias: bool,
+        use_mask_token: bool,
+    ) -> None:
+        """Constructor body shared by the backends: options, mask token, initialisation."""
+        _check_choice(weight_initialization, "weight_initialization", _WEIGHT_INITIALIZATIONS)
+        _check_choice(
+            pos_embed_initialization, "pos_embed_initialization", _POS_EMBED_INITIALIZATIONS
+        )
+        self.vit = vit
+        if mask_token is not None:
+            self.mask_token = mask_token
+        elif use_mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
+        else:
+            self.mask_token = None
+        self.antialias = antialias
+        self.grad_checkpointing = False
+        if weight_initialization != "skip":
+            self._initialize_weights()
+        self._initialize_pos_embed(pos_embed_initialization)
+
+    def _initialize_weights(self) -> None:
+        """MAE initialisation of the wrapped ViT (backend specific)."""
+        raise NotImplementedError
+
+    def _initialize_pos_embed(self, strategy: str) -> None:
+        """Fills the position embedding: fixed sin-cos (frozen), learnable N(0, 0.02), or skip."""
+        pos_embed, covers_prefix = self._pos_embed_param()
+        if pos_embed is None or strategy == "skip":
+            return
+        if strategy == "learn":
+            nn.init.normal_(pos_embed, std=0.02)
+            pos_embed.requires_grad_(True)
+            return
+        num_prefix = self.num_prefix_tokens if covers_prefix else 0
+        table = get_2d_sincos_pos_embed(self.embed_dim, self.grid_size, num_prefix)
+        with torch.no_grad():
+            pos_embed.copy_(table.unsqueeze(0))
+        pos_embed.requires_grad_(False)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass to save memory."""
         self.grad_checkpointing = enable
@@ -414,26 +460,18 @@ class MaskedVisionTransformer(MaskedEncoderBase):
                     f"vit must be a timm VisionTransformer (missing attribute {attribute!r}), "
                     f"got {type(vit).__name__}"
                 )
-        _check_choice(weight_initialization, "weight_initialization", _WEIGHT_INITIALIZATIONS)
-        _check_choice(
-            pos_embed_initialization, "pos_embed_initialization", _POS_EMBED_INITIALIZATIONS
-        )
-        self.vit = vit
-        patch = self.vit.patch_embed.patch_size
+        patch = cast(Any, vit).patch_embed.patch_size
         patch_pair = (patch, patch) if isinstance(patch, int) else tuple(patch)
         if patch_pair[0] != patch_pair[1]:
             raise ValueError(f"vit patch_size must be square, got {patch_pair}")
-        if mask_token is not None:
-            self.mask_token = mask_token
-        elif use_mask_token:
-            self.mask_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
-        else:
-            self.mask_token = None
-        self.antialias = antialias
-        self.grad_checkpointing = False
-        if weight_initialization != "skip":
-            self._initialize_weights()
-        self._initialize_pos_embed(pos_embed_initialization)
+        self._setup(
+            vit,
+            mask_token,
+            weight_initialization,
+            pos_embed_initialization,
+            antialias,
+            use_mask_token,
+        )
 
     @classmethod
     def from_timm(
@@ -539,20 +577,6 @@ class MaskedVisionTransformer(MaskedEncoderBase):
                 nn.init.normal_(token, std=0.02)
         self.apply(init_mae_weights)
 
-    def _initialize_pos_embed(self, strategy: str) -> None:
-        pos_embed = self.vit.pos_embed
-        if pos_embed is None or strategy == "skip":
-            return
-        if strategy == "learn":
-            nn.init.normal_(pos_embed, std=0.02)
-            pos_embed.requires_grad_(True)
-            return
-        num_prefix = 0 if self.vit.no_embed_class else self.num_prefix_tokens
-        table = get_2d_sincos_pos_embed(self.embed_dim, self.grid_size, num_prefix)
-        with torch.no_grad():
-            pos_embed.copy_(table.unsqueeze(0))
-        pos_embed.requires_grad_(False)
-
 
 class MaskedVisionTransformerTorchvision(MaskedEncoderBase):
     """Masked encoder over a torchvision ``VisionTransformer`` (``vit_b_16`` and friends).
@@ -586,33 +610,21 @@ class MaskedVisionTransformerTorchvision(MaskedEncoderBase):
             raise TypeError(
                 f"vit must be a torchvision VisionTransformer, got {type(vit).__name__}"
             )
-        _check_choice(weight_initialization, "weight_initialization", _WEIGHT_INITIALIZATIONS)
-        _check_choice(
-            pos_embed_initialization, "pos_embed_initialization", _POS_EMBED_INITIALIZATIONS
+        self._setup(
+            vit,
+            mask_token,
+            weight_initialization,
+            pos_embed_initialization,
+            antialias,
+            use_mask_token,
         )
-        self.vit = vit
-        if mask_token is not None:
-            self.mask_token = mask_token
-        elif use_mask_token:
-            self.mask_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
-        else:
-            self.mask_token = None
-        self.antialias = antialias
-        self.grad_checkpointing = False
-        if weight_initialization != "skip":
-            weight = self.vit.conv_proj.weight.data
-            nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
-            nn.init.normal_(self.vit.class_token, std=0.02)
-            self.vit.encoder.layers.apply(init_mae_weights)
-            self.vit.encoder.ln.apply(init_mae_weights)
-        pos_embed = self.vit.encoder.pos_embedding
-        if pos_embed_initialization == "sincos":
-            table = get_2d_sincos_pos_embed(self.embed_dim, self.grid_size, 1)
-            with torch.no_grad():
-                pos_embed.copy_(table.unsqueeze(0))
-            pos_embed.requires_grad_(False)
-        elif pos_embed_initialization == "learn":
-            nn.init.normal_(pos_embed, std=0.02)
+
+    def _initialize_weights(self) -> None:
+        weight = self.vit.conv_proj.weight.data
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        nn.init.normal_(self.vit.class_token, std=0.02)
+        self.vit.encoder.layers.apply(init_mae_weights)
+        self.vit.encoder.ln.apply(init_mae_weights)
 
     @property
     def embed_dim(self) -> int:
