@@ -167,6 +167,13 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    # On two shared cores a second torch thread mostly spins: a tiny ViT step takes 50x longer.
+    with one_thread():
+        yield
+
+
 def pretrain_args(out_dir: Path, epochs: int, *extra: str) -> list[str]:
     """``pretrain`` arguments of the tiny run with a checkpoint every step (see FAULT_RUNNER)."""
     return [
