@@ -385,7 +385,7 @@ def run_config(
             time_repeat(impl, images, steps, cpu_memory)
         log(
             f"  repeat {repeat + 1}/{repeats}: "
-            + ", ".join(f"{i.name} {i.samples[-1]:.1f} img/s" for i in impls)
+            + ", ".join(f"{i.name} {i.samples[-1]:.3g} img/s" for i in impls)
         )
 
     flops = flops_per_image(
@@ -465,12 +465,12 @@ def markdown_table(rows: Sequence[dict[str, Any]], device: torch.device) -> str:
             row["implementation"],
             f"{row['params_trained'] / 1e6:.2f}",
             str(row["batch_size"]),
-            f"{thr['median']:.1f}",
-            f"{thr['min']:.1f}–{thr['max']:.1f}",
+            f"{thr['median']:.3g}",
+            f"{thr['min']:.3g}–{thr['max']:.3g}",
             (f"{ratio['median']:.2f} ({ratio['min']:.2f}–{ratio['max']:.2f})" if ratio else "n/a"),
             f"{memory['median']:.0f}" if memory else "n/a",
             f"{row['flops_per_image'] / 1e9:.3g}",
-            f"{achieved:.1f}",
+            f"{achieved:.3g}",
         ]
         if gpu:
             cells.append(f"{row['mfu'] * 100:.1f} %" if row["mfu"] is not None else "n/a")
