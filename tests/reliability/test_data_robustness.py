@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from .conftest import run_cli
 SIZE = 12
 
 
-def _save(image: Image.Image, path: Path, **kwargs: object) -> None:
+def _save(image: Image.Image, path: Path, **kwargs: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, **kwargs)
 
@@ -43,7 +44,7 @@ def _hostile_folder(root: Path) -> tuple[dict[str, tuple[int, int, int]], set[st
     names of the unreadable files."""
     readable: dict[str, tuple[int, int, int]] = {}
 
-    def add(name: str, image: Image.Image, rgb: tuple[int, int, int], **kwargs: object) -> None:
+    def add(name: str, image: Image.Image, rgb: tuple[int, int, int], **kwargs: Any) -> None:
         _save(image, root / name, **kwargs)
         readable[name] = rgb
 

@@ -52,7 +52,7 @@ def _simple_mae_curve(seed: int, steps: int = 4) -> list[float]:
     for _ in range(steps):
         loss = model.forward_with_outputs(images, generator=generator).loss
         optimizer.zero_grad()
-        loss.backward()
+        torch.autograd.backward(loss)
         optimizer.step()
         losses.append(loss.item())
     return losses

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
-from ssl_mae.models import mae_vit_micro_patch4
+from ssl_mae.models import MAE, mae_vit_micro_patch4
 from ssl_mae.training import AtomicCheckpointIO, NonFiniteLossError, NonFiniteLossGuard
 
 from .conftest import (
@@ -60,7 +60,10 @@ def test_kill_steps_differ_between_seeds() -> None:
 
 
 def test_faulty_runs_resume_to_the_weights_of_an_uninterrupted_run(
-    tmp_path: Path, children: list[subprocess.Popen[str]], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    children: list[subprocess.Popen[str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """SIGKILL at seeded random steps, SIGKILL in a checkpoint write, an inf loss: each run is
     resumed from its ``last.ckpt`` and must end with the reference run's weights.
@@ -76,6 +79,17 @@ def test_faulty_runs_resume_to_the_weights_of_an_uninterrupted_run(
     faults["sigkill_in_checkpoint_write"] = ({KILL_IN_SAVE_AT_STEP: str(save_step)}, save_step)
     inf_step = _kill_step(20)
     faults["inf_loss"] = ({NONFINITE_AT_STEP: str(inf_step), NONFINITE_VALUE: "inf"}, inf_step)
+
+    # Count the training steps run in this process: a resumed run must continue, not restart
+    # (a restart with the same seed would also end with the reference weights).
+    steps_run = []
+    original_step = MAE.training_step
+
+    def counting_step(self: MAE, batch: Any, batch_idx: int) -> torch.Tensor:
+        steps_run.append(self.global_step)
+        return original_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(MAE, "training_step", counting_step)
 
     faulty = {}
     for name, (env, _) in faults.items():
@@ -110,10 +124,12 @@ def test_faulty_runs_resume_to_the_weights_of_an_uninterrupted_run(
             # The half-written temporary file is left behind, never renamed into place.
             assert list(last.parent.glob(".last.ckpt.*.tmp")), "the write was not interrupted"
 
+        steps_run.clear()
         with one_thread():
             args = pretrain_args(tmp_path / name, EPOCHS, "--resume", str(last))
             code, _, err = run_cli(args, capsys)
         assert code == 0, f"{name}: {err[-3000:]}"
+        assert steps_run == list(range(expected_step, TOTAL_STEPS)), name
         assert checkpoint_step(last) == TOTAL_STEPS, name
         assert_same_weights(checkpoint_weights(last), expected)
 
@@ -188,7 +204,7 @@ def test_nan_pixels_stop_training_before_they_reach_the_weights(tmp_path: Path) 
         ],
         plugins=[AtomicCheckpointIO()],
     )
-    loader: DataLoader[Any] = DataLoader(list(zip(images, torch.zeros(16), strict=True)), 4)
+    loader: DataLoader[Any] = DataLoader(TensorDataset(images, torch.zeros(16)), batch_size=4)
     with pytest.raises(NonFiniteLossError, match=r"became nan at step 3 .*last good checkpoint"):
         trainer.fit(model, loader)
     assert checkpoint_step(tmp_path / "last.ckpt") == 3

@@ -159,7 +159,7 @@ def _pretrain_with_precision(
     argv += ["--accelerator", accelerator, "--output-dir", str(out_dir)]  # overrides TINY_RUN's
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
-    metrics = json.loads((out_dir / "metrics.json").read_text())
+    metrics: dict[str, object] = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["steps"] == 4
     for key in ("train_loss", "val_loss"):
         value = metrics[key]
