@@ -3,8 +3,15 @@
 ::
 
     ssl-mae pretrain --output-dir runs/main          # Fashion-MNIST, 0.3 M-parameter ViT, CPU
+    ssl-mae pretrain --preset mae_hivit_nano --output-dir runs/hivit  # HiViT, resized to 32x32
+    ssl-mae pretrain --preset simple_mae_vit_tiny --output-dir runs/simple  # SimpleMAE(timm ViT)
     ssl-mae evaluate --checkpoint runs/main/last.ckpt
     ssl-mae reconstruct --checkpoint runs/main/last.ckpt --output runs/main/reconstruction.png
+
+``--preset`` takes any name of :data:`ssl_mae.models.presets.PRETRAIN_PRESETS`: the seed MAE
+(``mae_vit_*``), MAE-HiViT (``mae_hivit_*``) and SimpleMAE (``simple_mae_*``) presets. Images are
+resized to the preset's ``img_size`` (HiViT needs multiples of 16, so 28×28 Fashion-MNIST becomes
+32×32 for ``mae_hivit_nano``) and fed with one channel for Fashion-MNIST.
 
 ``pretrain`` writes ``last.ckpt`` (every ``--checkpoint-every-n-steps`` steps and after every
 validation), ``best.ckpt`` (lowest ``val_loss``), CSV or TensorBoard logs and ``metrics.json``;
@@ -174,21 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser(
         "pretrain",
         help="pre-train an MAE, then report kNN top-1 on the test split",
-        description="Pre-train an MAE with Lightning, save checkpoints and logs, evaluate kNN "
-        "top-1 on the test split and write metrics.json. The defaults train on Fashion-MNIST "
-        "and fit in about 10 minutes on a 2-core CPU.",
+        description="Pre-train a masked autoencoder (seed MAE, MAE-HiViT or SimpleMAE, chosen "
+        "by --preset) with Lightning, save checkpoints and logs, evaluate kNN top-1 on the test "
+        "split and write metrics.json. Images are resized to the preset's img_size (HiViT: a "
+        "multiple of 16, so Fashion-MNIST's 28x28 becomes 32x32 for mae_hivit_nano) and have 1 "
+        "channel for Fashion-MNIST. The defaults train on Fashion-MNIST and fit in about 10 "
+        "minutes on a 2-core CPU.",
     )
     _add_data_options(pre, defaults_from_checkpoint=False)
     pre.add_argument(
         "--preset",
         default=DEFAULT_PRESET,
-        help=f"model preset from ssl_mae.models.MAE_PRESETS (default: {DEFAULT_PRESET})",
+        help="model preset, one of " + _preset_names() + f" (default: {DEFAULT_PRESET})",
     )
     pre.add_argument(
         "--img-size",
         type=_positive_int,
         default=None,
-        help="input size in pixels, a multiple of the patch size (default: the preset's)",
+        help="input size in pixels, a multiple of the patch size (16 for mae_hivit_*); images "
+        "are resized to it, e.g. Fashion-MNIST's 28x28 to 32x32 for mae_hivit_nano (default: "
+        "the preset's)",
     )
     pre.add_argument(
         "--in-chans",
@@ -226,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument(
         "--norm-pix",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="predict per-patch normalised pixels (default: off)",
+        default=None,
+        help="predict per-patch normalised pixels (default: the preset's; on for mae_hivit_*, "
+        "off for the others)",
     )
     pre.add_argument(
         "--min-scale",
@@ -387,6 +400,12 @@ def _add_knn_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _preset_names() -> str:
+    from ssl_mae.models.presets import describe_presets
+
+    return describe_presets().replace("'", "")
+
+
 def _version() -> str:
     from ssl_mae import __version__
 
@@ -539,16 +558,17 @@ def run_config_of(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> Any:
-    """Rebuilds the ``MAE`` of a checkpoint and loads its weights."""
-    from ssl_mae.models import MAE
+    """Rebuilds the model of a checkpoint (an ``MAE`` or a preset's ``PretrainModule``) and
+    loads its weights."""
+    from ssl_mae.models.presets import pretrain_module_from_checkpoint
 
-    model = MAE(**dict(checkpoint["hyper_parameters"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return model
+    return pretrain_module_from_checkpoint(checkpoint)
 
 
 # --- pretrain -----------------------------------------------------------------------------------
-def _run_config(args: argparse.Namespace, img_size: int, in_chans: int) -> dict[str, Any]:
+def _run_config(
+    args: argparse.Namespace, img_size: int, in_chans: int, norm_pix: bool
+) -> dict[str, Any]:
     return {
         "dataset": _dataset_key(args.dataset),
         "data_path": None if args.data_path is None else str(Path(args.data_path).resolve()),
@@ -561,7 +581,7 @@ def _run_config(args: argparse.Namespace, img_size: int, in_chans: int) -> dict[
         "base_lr": None if args.lr is not None else args.base_lr,
         "lr": args.lr,
         "mask_ratio": args.mask_ratio,
-        "norm_pix": args.norm_pix,
+        "norm_pix": norm_pix,
         "min_scale": args.min_scale,
         "seed": args.seed,
         "limit_train_images": args.limit_train_images,
@@ -607,10 +627,10 @@ def _quiet_lightning() -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """``ssl-mae pretrain``: train, checkpoint, evaluate kNN and write ``metrics.json``."""
-    from ssl_mae.models import MAE_PRESETS
+    from ssl_mae.models.presets import PRETRAIN_PRESETS, describe_presets
 
-    if args.preset not in MAE_PRESETS:
-        raise UsageError(f"--preset must be one of {sorted(MAE_PRESETS)}, got {args.preset!r}")
+    if args.preset not in PRETRAIN_PRESETS:
+        raise UsageError(f"--preset must be one of {describe_presets()}, got {args.preset!r}")
     _dataset_key(args.dataset)  # unknown names fail before anything is loaded
     _check_dir(args.data_path, "--data-path")
     _check_dir(args.val_path, "--val-path")
@@ -622,7 +642,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 
-    from ssl_mae.models import build_mae
+    from ssl_mae.models.presets import build_pretrain_module
+    from ssl_mae.models.pretrain_module import feature_encoder, input_spec, reconstruction_criterion
     from ssl_mae.training import (
         AtomicCheckpointIO,
         NonFiniteLossGuard,
@@ -634,11 +655,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     run_started = time.perf_counter()
     in_chans = args.in_chans or default_in_chans(args.dataset)
-    overrides: dict[str, Any] = {
-        "in_chans": in_chans,
-        "norm_pix_loss": args.norm_pix,
-        "mask_ratio": args.mask_ratio,
-    }
+    overrides: dict[str, Any] = {"in_chans": in_chans, "mask_ratio": args.mask_ratio}
+    if args.norm_pix is not None:
+        overrides["norm_pix_loss"] = args.norm_pix
     if args.img_size is not None:
         overrides["img_size"] = args.img_size
     if args.lr is not None:
@@ -646,9 +665,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
     else:
         overrides["base_lr"] = args.base_lr
     pl.seed_everything(args.seed, verbose=False)
-    model = build_mae(args.preset, **overrides)  # bad sizes raise ValueError here, before data
-    img_size = int(model.img_size)
-    config = _run_config(args, img_size, in_chans)
+    # Bad sizes raise ValueError here, before any data is loaded.
+    model = build_pretrain_module(args.preset, **overrides)
+    img_size = input_spec(model).img_size
+    criterion = reconstruction_criterion(model)
+    norm_pix = bool(criterion is not None and criterion.norm_pix)
+    _check_pool(model, args.pool, args.knn)
+    config = _run_config(args, img_size, in_chans, norm_pix)
     output_dir = Path(args.output_dir).expanduser()
     if args.resume is not None:
         _check_resume(read_checkpoint(args.resume), config, args.resume)
@@ -750,7 +773,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if args.knn and test_set is not None:
         started = time.perf_counter()
         knn = knn_evaluate(
-            model.encoder,
+            feature_encoder(model),
             train_set,
             test_set,
             normalize=config["normalize"],
@@ -771,6 +794,14 @@ def run_pretrain(args: argparse.Namespace) -> int:
     write_json_atomic(metrics, output_dir / "metrics.json")
     print(f"wrote {output_dir / 'metrics.json'}")
     return 0
+
+
+def _check_pool(model: Any, pool: str, knn: bool) -> None:
+    """``--pool cls`` needs a class token; HiViT (and mean-pooled ViTs) have none."""
+    from ssl_mae.models.pretrain_module import feature_encoder
+
+    if knn and pool == "cls" and int(getattr(feature_encoder(model), "num_prefix_tokens", 1)) == 0:
+        raise UsageError("--pool cls needs a class token, but this model has none; use --pool mean")
 
 
 def _metric(values: Mapping[str, Any], key: str) -> float | None:
@@ -831,9 +862,15 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict
     stored = run_config_of(checkpoint)
     data = _data_args(args, stored)
     model = model_from_checkpoint(checkpoint)
-    in_chans = int(model.in_chans)
+    in_chans = _input_spec(model).in_chans
     normalize = stored.get("normalize") or default_normalize(data["dataset"], in_chans)
     return model, data, {"normalize": normalize, "in_chans": in_chans}
+
+
+def _input_spec(model: Any) -> Any:
+    from ssl_mae.models.pretrain_module import input_spec
+
+    return input_spec(model)
 
 
 def _device(name: str | None) -> Any:
@@ -849,17 +886,19 @@ def _device(name: str | None) -> Any:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``ssl-mae evaluate``: kNN top-1/top-5 of a checkpoint on the test split."""
+    from ssl_mae.models.pretrain_module import feature_encoder
     from ssl_mae.training import knn_evaluate
 
     model, data, extra = _model_and_data(args)
-    img_size = int(model.img_size)
+    _check_pool(model, args.pool, knn=True)
+    img_size = _input_spec(model).img_size
     common = (data["dataset"], data["data_path"], data["val_path"])
     train_set = load_split(*common, True, img_size, extra["in_chans"], args.limit_train_images)
     test_set = load_split(*common, False, img_size, extra["in_chans"], args.limit_test_images)
     if test_set is None:
         raise UsageError("--val-path is required to evaluate a 'folder' dataset")
     knn = knn_evaluate(
-        model.encoder,
+        feature_encoder(model),
         train_set,
         test_set,
         normalize=extra["normalize"],
@@ -880,6 +919,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     """``ssl-mae reconstruct``: a PNG grid of reconstructions of random test images."""
     import torch
 
+    from ssl_mae.models.pretrain_module import default_mask_ratio
     from ssl_mae.training import normalize_images
     from ssl_mae.visualize import reconstruct, save_reconstruction_grid
 
@@ -887,7 +927,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     if output.suffix.lower() != ".png":
         raise UsageError(f"--output must be a .png file, got {args.output!r}")
     model, data, extra = _model_and_data(args)
-    img_size = int(model.img_size)
+    img_size = _input_spec(model).img_size
     common = (data["dataset"], data["data_path"], data["val_path"])
     images_set = load_split(*common, False, img_size, extra["in_chans"])
     if images_set is None:  # a folder without --val-path: show training images
@@ -897,7 +937,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     picks = torch.randperm(len(images_set), generator=generator)[:count].tolist()
     images = torch.stack([images_set[i][0] for i in picks])
     inputs = normalize_images(images, extra["normalize"], (img_size, img_size))
-    mask_ratio = model.hparams["mask_ratio"] if args.mask_ratio is None else args.mask_ratio
+    mask_ratio = default_mask_ratio(model) if args.mask_ratio is None else args.mask_ratio
     result = reconstruct(model, inputs, mask_ratio=mask_ratio, generator=generator)
     save_reconstruction_grid(result, output, normalize=extra["normalize"])
     print(f"wrote {output} ({count} images, mask ratio {mask_ratio})")

@@ -59,9 +59,13 @@ def reconstruct(
 ) -> Reconstruction:
     """Masks, encodes and decodes ``images`` and returns the four views of each.
 
-    The model needs the seed MAE interface: ``forward(imgs, mask_ratio, noise=, generator=)
-    -> (loss, pred, mask)``, ``patch_size``, and optionally ``norm_pix_loss`` and a
-    ``criterion.eps`` (default 1e-6). It runs in eval mode; its mode is restored afterwards.
+    Works for every model of :func:`ssl_mae.models.pretrain_module.masked_predictions`: the
+    seed :class:`~ssl_mae.models.MAE` (or any module with its ``forward(imgs, mask_ratio,
+    noise=, generator=) -> (loss, pred, mask)`` interface and an int ``patch_size``),
+    :class:`~ssl_mae.hivit.HiViTMAEForPreTraining`, :class:`~ssl_mae.models.SimpleMAE` and a
+    :class:`~ssl_mae.models.pretrain_module.PretrainModule` around one; each predicts every
+    patch. Norm-pix models (``criterion.norm_pix`` or ``norm_pix_loss``) are mapped back to
+    pixels. The model runs in eval mode; its mode is restored afterwards.
 
     Args:
         images: (B, C, H, W) model inputs (normalised as in training).
@@ -73,24 +77,23 @@ def reconstruct(
     Returns:
         :class:`Reconstruction` with tensors on the images' device.
     """
+    from ssl_mae.models.pretrain_module import masked_predictions
+
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module (an MAE), got {type(model).__name__}")
     images = check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)", floating=True)
     mask_ratio = check_mask_ratio(mask_ratio)
-    patch_size = getattr(model, "patch_size", None)
-    if not isinstance(patch_size, int):
-        raise TypeError(f"model must have an int patch_size attribute, got {patch_size!r}")
+    patch_size, norm_pix, eps = _target_spec(model)
     was_training = model.training
     model.eval()
     try:
-        _, pred, mask = model(images, mask_ratio=mask_ratio, noise=noise, generator=generator)
+        _, pred, mask = masked_predictions(model, images, mask_ratio, noise, generator)
     finally:
         model.train(was_training)
     pred = pred.float()
     original = images.float()
-    if getattr(model, "norm_pix_loss", False):
+    if norm_pix:
         target = patchify(original, patch_size)
-        eps = float(getattr(getattr(model, "criterion", None), "eps", 1e-6))
         # The loss normalised each target patch with its own mean and unbiased variance.
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
@@ -103,6 +106,25 @@ def reconstruct(
     masked = original * (1.0 - mask_image)
     pasted = original * (1.0 - mask_image) + reconstruction * mask_image
     return Reconstruction(original, masked, reconstruction, pasted, mask)
+
+
+def _target_spec(model: nn.Module) -> tuple[int, bool, float]:
+    """``(patch_size, norm_pix, eps)`` of the model's reconstruction targets."""
+    from ssl_mae.loss import MAELoss
+    from ssl_mae.models.pretrain_module import input_spec
+
+    patch_size = getattr(model, "patch_size", None)
+    if not isinstance(patch_size, int):
+        try:
+            patch_size = input_spec(model).patch_size
+        except TypeError:
+            raise TypeError(
+                f"model must have an int patch_size attribute, got {patch_size!r}"
+            ) from None
+    criterion = getattr(model, "criterion", None)
+    if isinstance(criterion, MAELoss):
+        return patch_size, criterion.norm_pix, criterion.eps
+    return patch_size, bool(getattr(model, "norm_pix_loss", False)), 1e-6
 
 
 def denormalize(images: Tensor, normalize: Mapping[str, Sequence[float]] | None) -> Tensor:
