@@ -263,33 +263,65 @@ def test_help_and_unknown_preset(capsys: Any) -> None:
     assert "--pool cls needs a class token" in capsys.readouterr().err
 
 
+class _Crash(RuntimeError):
+    """Stands in for a crashed training process."""
+
+
+def _assert_same_weights_as_uninterrupted_run(preset: str, resumed: Path, out_dir: Path) -> None:
+    argv = ["pretrain", "--preset", preset, *TINY, "--epochs", "2", "--no-knn", "--logger", "none"]
+    assert main([*argv, "--output-dir", str(out_dir)]) == 0
+    expected = torch.load(out_dir / "last.ckpt", weights_only=True)["state_dict"]
+    actual = torch.load(resumed, weights_only=True)["state_dict"]
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(value, actual[key]) for key, value in expected.items())
+
+
 @pytest.mark.parametrize(
-    ("preset", "img_size", "norm_pix"),
-    [("mae_hivit_nano", 32, True), ("simple_mae_vit_micro", 28, False)],
+    ("preset", "img_size", "norm_pix", "compare_weights"),
+    [("mae_hivit_nano", 32, True, True), ("simple_mae_vit_micro", 28, False, False)],
 )
 def test_pretrain_resume_evaluate_reconstruct(
-    preset: str, img_size: int, norm_pix: bool, tmp_path: Path, capsys: Any
+    preset: str,
+    img_size: int,
+    norm_pix: bool,
+    compare_weights: bool,
+    tmp_path: Path,
+    capsys: Any,
+    monkeypatch: Any,
 ) -> None:
     out_dir = tmp_path / "run"
-    argv = ["pretrain", "--preset", preset, *TINY, "--output-dir", str(out_dir)]
-    argv += ["--checkpoint-every-n-steps", "2"]
-    assert main([*argv, "--epochs", "1", "--no-knn"]) == 0
+    argv = ["pretrain", "--preset", preset, *TINY, "--epochs", "2", "--output-dir", str(out_dir)]
+    argv += ["--checkpoint-every-n-steps", "3"]
+    # The run crashes in step 7 of 8 (mid second epoch); last.ckpt then holds step 6.
+    step = PretrainModule.training_step
+
+    def crash_at_step_6(self: PretrainModule, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.global_step == 6:
+            raise _Crash("simulated crash")
+        return step(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PretrainModule, "training_step", crash_at_step_6)
+        with pytest.raises(_Crash):
+            main(argv)
     last = out_dir / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
-    assert checkpoint["global_step"] == 4
+    assert checkpoint["global_step"] == 6
     assert checkpoint["hyper_parameters"]["preset"] == preset
     assert checkpoint["hyper_parameters"]["model_overrides"]["in_chans"] == 1
     # The preset's resolution: HiViT needs multiples of 16, so Fashion-MNIST is resized to 32.
     config = checkpoint["datamodule_hyper_parameters"]["run_config"]
     assert config["img_size"] == img_size and config["norm_pix"] is norm_pix
 
-    # --resume rebuilds the preset's model and continues the run to a second epoch.
-    assert main([*argv, "--epochs", "2", "--resume", str(last)]) == 0
+    # --resume rebuilds the preset's model and finishes the run, with kNN at the end ...
+    assert main([*argv, "--resume", str(last)]) == 0
     out = capsys.readouterr().out
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["steps"] == 8 and metrics["resumed_from"] == str(last)
     assert 0 <= metrics["knn_top1"] <= metrics["knn_top5"] <= 100
     assert f"kNN top-1: {metrics['knn_top1']:.2f}%" in out
+    if compare_weights:  # ... with the weights of a run that never crashed (one model suffices)
+        _assert_same_weights_as_uninterrupted_run(preset, last, tmp_path / "reference")
 
     code = main(
         ["evaluate", "--checkpoint", str(last), "--limit-train-images", "64",
