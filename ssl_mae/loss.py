@@ -70,6 +70,8 @@ class MAELoss(nn.Module):
         super().__init__()
         if not isinstance(norm_pix, bool):
             raise TypeError(f"norm_pix must be a bool, got {norm_pix!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+            raise TypeError(f"eps must be a positive float, got {eps!r}")
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
         self.norm_pix = norm_pix

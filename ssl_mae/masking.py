@@ -199,6 +199,15 @@ def _check_tokens_and_index(tokens: Tensor, index: Tensor) -> None:
     check_index(index, "index", sequence_length=tokens.shape[1], batch_size=tokens.shape[0])
 
 
+def _check_token(token: Tensor, name: str, dim: int) -> None:
+    check_tensor(token, name, ndim=3, shape_doc=f"(1, 1, {dim})")
+    if tuple(token.shape) != (1, 1, dim):
+        raise ValueError(
+            f"{name} must have shape (1, 1, D) with D = {dim} (the width of tokens), "
+            f"got {tuple(token.shape)}"
+        )
+
+
 def get_at_index(tokens: Tensor, index: Tensor) -> Tensor:
     """Selects tokens at the given positions.
 
@@ -247,6 +256,7 @@ def mask_at_index(tokens: Tensor, index: Tensor, mask_token: Tensor) -> Tensor:
         (B, L, D) tokens in the dtype of ``tokens``.
     """
     _check_tokens_and_index(tokens, index)
+    _check_token(mask_token, "mask_token", tokens.shape[-1])
     is_masked = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
     is_masked.scatter_(1, index, True)
     return torch.where(is_masked.unsqueeze(-1), mask_token.to(tokens.dtype), tokens)
@@ -260,6 +270,14 @@ def repeat_token(token: Tensor, size: tuple[int, int]) -> Tensor:
         size: ``(batch_size, sequence_length)``.
     """
     check_tensor(token, "token", ndim=3, shape_doc="(1, 1, D)")
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in size)
+    ):
+        raise TypeError(
+            f"size must be a (batch_size, sequence_length) pair of ints >= 0, got {size!r}"
+        )
     batch_size, sequence_length = size
     return token.expand(batch_size, sequence_length, -1)
 
@@ -276,6 +294,11 @@ def prepend_class_token(tokens: Tensor, class_token: Tensor) -> Tensor:
     """
     check_tensor(tokens, "tokens", ndim=3, shape_doc="(B, L, D)")
     check_tensor(class_token, "class_token", ndim=3, shape_doc="(1, K, D)")
+    if class_token.shape[0] != 1 or class_token.shape[2] != tokens.shape[2]:
+        raise ValueError(
+            f"class_token must have shape (1, K, D) with D = {tokens.shape[2]} (the width of "
+            f"tokens), got {tuple(class_token.shape)}"
+        )
     prefix = class_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
     return torch.cat([prefix, tokens], dim=1)
 

@@ -86,5 +86,5 @@ def test_bad_encoder_and_images() -> None:
     mae = SimpleMAE(timm_vit(), decoder_dim=32)
     with pytest.raises(ValueError, match="img must be 16x16"):
         mae(torch.rand(2, 3, 32, 32))
-    with pytest.raises(ValueError, match="images must have 3 channels"):
+    with pytest.raises(ValueError, match="img must have 3 channels"):
         mae(torch.rand(2, 1, 16, 16))

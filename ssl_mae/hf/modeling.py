@@ -478,7 +478,7 @@ class ViTMAEModel(ViTMAEPreTrainedModel):
             interpolate_pos_encoding: Allow other image sizes.
         """
         check_tensor(pixel_values, "pixel_values", ndim=4, shape_doc="(B, C, H, W)", floating=True)
-        grid = self.encoder.check_images(pixel_values)
+        grid = self.encoder.check_images(pixel_values, name="pixel_values")
         height, width = pixel_values.shape[2:]
         if not interpolate_pos_encoding and (height, width) != self.config.image_hw:
             raise ValueError(

@@ -200,6 +200,20 @@ class MAE(pl.LightningModule):
         self._check_options(options)
         check_positive_int(img_size, "img_size")
         check_positive_int(patch_size, "patch_size")
+        for value, name in (
+            (in_chans, "in_chans"),
+            (embed_dim, "embed_dim"),
+            (depth, "depth"),
+            (num_heads, "num_heads"),
+            (decoder_embed_dim, "decoder_embed_dim"),
+            (decoder_depth, "decoder_depth"),
+            (decoder_num_heads, "decoder_num_heads"),
+        ):
+            check_positive_int(value, name)
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)):
+            raise TypeError(f"mlp_ratio must be a positive number, got {mlp_ratio!r}")
+        if not mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
         if img_size % patch_size:
             raise ValueError(
                 f"img_size must be a multiple of patch_size={patch_size}, got {img_size}"
@@ -339,7 +353,7 @@ class MAE(pl.LightningModule):
         Returns:
             (B, L, p * p * C) patches, row-major, pixels in (p, q, c) order.
         """
-        self.encoder.check_images(imgs)
+        self.encoder.check_images(imgs, name="imgs")
         return masking.patchify(imgs, self.patch_size)
 
     def unpatchify(self, x: Tensor) -> Tensor:
@@ -375,7 +389,7 @@ class MAE(pl.LightningModule):
         return masking.random_masking(x, mask_ratio, noise=noise, generator=generator)
 
     def _check_native_size(self, imgs: Tensor) -> None:
-        grid = self.encoder.check_images(imgs)
+        grid = self.encoder.check_images(imgs, name="imgs")
         if grid != self.encoder.grid_size:
             raise ValueError(
                 f"imgs must be {self.img_size}x{self.img_size} (the model's img_size) for MAE "

@@ -112,7 +112,7 @@ class SimpleMAE(nn.Module):
             noise: Optional (B, L_patches) masking noise (smallest values are kept).
             generator: Random generator for the masking noise.
         """
-        grid = self.encoder.check_images(img)
+        grid = self.encoder.check_images(img, name="img")
         if grid != self.encoder.grid_size:
             raise ValueError(
                 f"img must be {self.encoder.grid_size[0] * self.encoder.patch_size}x"

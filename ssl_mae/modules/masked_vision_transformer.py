@@ -179,26 +179,47 @@ class MaskedEncoderBase(nn.Module):
         """Recompute block activations in the backward pass to save memory."""
         self.grad_checkpointing = enable
 
-    def check_images(self, images: Tensor) -> tuple[int, int]:
+    def check_images(self, images: Tensor, name: str = "images") -> tuple[int, int]:
         """Validates an image batch and returns its patch grid ``(h, w)``.
 
         Args:
-            images: (B, C, H, W) float images.
+            images: (B, C, H, W) float images, B >= 1, in the model's dtype (any float dtype
+                under autocast).
+            name: The caller's name for the argument, used in error messages.
         """
-        check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)", floating=True)
-        _, channels, height, width = images.shape
+        check_tensor(images, name, ndim=4, shape_doc="(B, C, H, W)", floating=True)
+        batch_size, channels, height, width = images.shape
+        if batch_size == 0:
+            raise ValueError(
+                f"{name} must hold at least one image, got shape {tuple(images.shape)}"
+            )
         if channels != self.in_chans:
             raise ValueError(
-                f"images must have {self.in_chans} channels (the model's in_chans), got {channels} "
+                f"{name} must have {self.in_chans} channels (the model's in_chans), got {channels} "
                 f"(shape {tuple(images.shape)})"
             )
         p = self.patch_size
         if height % p or width % p:
             raise ValueError(
-                f"images height and width must be multiples of the patch size {p}, "
+                f"{name} height and width must be multiples of the patch size {p}, "
                 f"got {height}x{width}"
             )
+        weight_dtype = self._patch_weight_dtype()
+        if (
+            weight_dtype is not None
+            and images.dtype != weight_dtype
+            and not torch.is_autocast_enabled(images.device.type)
+        ):
+            raise TypeError(
+                f"{name} must have the model's dtype {weight_dtype} (or run under autocast), "
+                f"got {images.dtype}; convert with .to({weight_dtype})"
+            )
         return height // p, width // p
+
+    def _patch_weight_dtype(self) -> torch.dtype | None:
+        """Dtype of the model's weights (None for a model without parameters)."""
+        parameter = next(self.parameters(), None)
+        return None if parameter is None else parameter.dtype
 
     def images_to_tokens(self, images: Tensor) -> Tensor:
         """Embeds images into patch tokens (no prefix tokens).
