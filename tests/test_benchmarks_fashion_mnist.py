@@ -131,6 +131,17 @@ def test_ours_and_lightly_wiring_compute_the_same_loss(bench: ModuleType) -> Non
         )
 
 
+def test_optional_finetune_adds_a_row(bench: ModuleType, tmp_path: Path) -> None:
+    args = [*TINY, "--impl", "ours", "--baseline", "none", "--eval-epochs", "--epochs", "1"]
+    result = bench.main(
+        [*args, "--finetune-epochs", "1", "--output-dir", str(tmp_path), "--plot", ""]
+    )
+    finetuned = [row for row in result["rows"] if row["impl"] == "ours fine-tuned"]
+    assert len(finetuned) == 1 and finetuned[0]["epochs"] == 1
+    assert 0.0 <= finetuned[0]["finetune_top1"] <= finetuned[0]["finetune_top5"] <= 100.0
+    assert "(fine-tune)" in (tmp_path / "fashion_mnist.md").read_text()
+
+
 def test_rejects_invalid_arguments(bench: ModuleType) -> None:
     with pytest.raises(SystemExit):
         bench.parse_args(["--patch-size", "5"])
