@@ -150,6 +150,7 @@ class LightlyMAE(nn.Module):
 
 
 def build_model(impl: str, args: argparse.Namespace) -> OursMAE | LightlyMAE:
+    """``"ours"`` or ``"lightly"`` around a freshly built (seeded) ViT."""
     vit = build_vit(args)
     # Seed again so that decoder initialisation is reproducible per implementation too.
     torch.manual_seed(args.seed + 1)
@@ -182,7 +183,11 @@ def normalize(images: Tensor) -> Tensor:
 def pretraining_stream(
     data: Split, args: argparse.Namespace, sequence_length: int, device: torch.device
 ) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
-    """Yields ``(epoch, images, idx_keep, idx_mask)`` for every step; identical for every model."""
+    """Yields ``(epoch, images, idx_keep, idx_mask)`` for every step; identical for every model.
+
+    Everything is drawn on the CPU from one generator and only then moved to ``device``, so a GPU
+    run sees the same batches, crops and masks as a CPU run with the same seed.
+    """
     generator = torch.Generator().manual_seed(args.seed)
     augment = BatchedMAEAugment(
         input_size=28, min_scale=args.min_scale, normalize=FASHION_MNIST_NORMALIZE
