@@ -557,12 +557,28 @@ def run_config_of(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return dict(config) if isinstance(config, Mapping) else {}
 
 
-def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> Any:
+def model_from_checkpoint(checkpoint: Mapping[str, Any], path: str | None = None) -> Any:
     """Rebuilds the model of a checkpoint (an ``MAE`` or a preset's ``PretrainModule``) and
-    loads its weights."""
+    loads its weights.
+
+    Args:
+        checkpoint: The loaded checkpoint.
+        path: Its file, named in errors.
+
+    Raises:
+        UsageError: If the hyperparameters do not describe a model of this tool or the weights
+            do not fit it (one line naming the checkpoint).
+    """
     from ssl_mae.models.presets import pretrain_module_from_checkpoint
 
-    return pretrain_module_from_checkpoint(checkpoint)
+    try:
+        return pretrain_module_from_checkpoint(checkpoint)
+    except (RuntimeError, TypeError, ValueError) as error:
+        # load_state_dict puts its reason ("size mismatch for ...") on the second line.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = " ".join(lines[:2]) or type(error).__name__
+        name = "the checkpoint" if path is None else f"checkpoint {path!r}"
+        raise UsageError(f"{name} does not hold a model ssl-mae can rebuild: {reason}") from error
 
 
 # --- pretrain -----------------------------------------------------------------------------------
@@ -861,7 +877,7 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict
     checkpoint = read_checkpoint(args.checkpoint)
     stored = run_config_of(checkpoint)
     data = _data_args(args, stored)
-    model = model_from_checkpoint(checkpoint)
+    model = model_from_checkpoint(checkpoint, args.checkpoint)
     in_chans = _input_spec(model).in_chans
     normalize = stored.get("normalize") or default_normalize(data["dataset"], in_chans)
     return model, data, {"normalize": normalize, "in_chans": in_chans}

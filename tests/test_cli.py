@@ -283,3 +283,22 @@ def test_resume_after_sigkill_reaches_the_weights_of_an_uninterrupted_run(tmp_pa
     assert expected.keys() == actual.keys()
     for key, value in expected.items():
         assert torch.equal(value, actual[key]), key
+
+
+# --- checkpoints that do not rebuild -------------------------------------------------------------
+def test_checkpoints_that_do_not_rebuild_give_one_line_naming_the_file(
+    tmp_path: Path, capsys: Any
+) -> None:
+    from ssl_mae.models import mae_vit_micro_patch4
+
+    model = mae_vit_micro_patch4()
+    wider = {**dict(model.hparams), "embed_dim": 32, "num_heads": 2}
+    mismatch = tmp_path / "mismatch.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": wider}, mismatch)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 2}}, foreign)
+    for path, reason in ((mismatch, "size mismatch for"), (foreign, "num_classes")):
+        code, out, err = _run_main(["evaluate", "--checkpoint", str(path)], capsys)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err + out
+        assert f"checkpoint {str(path)!r} does not hold a model ssl-mae can rebuild" in err
+        assert reason in err
