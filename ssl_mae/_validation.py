@@ -89,7 +89,8 @@ def check_index(index: object, name: str, sequence_length: int, batch_size: int)
         )
     # The range check reads values back to the host; on accelerators that would stall the
     # training loop every step, so it only runs for CPU tensors (CUDA gathers assert on their own).
-    if idx.numel() > 0 and idx.device.type == "cpu":
+    # Under torch.compile the read-back would split the graph, so it is skipped there too.
+    if idx.numel() > 0 and idx.device.type == "cpu" and not torch.compiler.is_compiling():
         low, high = int(idx.min()), int(idx.max())
         if low < 0 or high >= sequence_length:
             raise ValueError(
