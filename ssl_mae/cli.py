@@ -967,7 +967,9 @@ def _first_line(error: BaseException) -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ValueError, TypeError, FileNotFoundError]
+    # OSError covers unreadable inputs (no readable image in a folder, permission denied):
+    # problems with what the user pointed us at, not bugs; --debug still shows the traceback.
+    errors: list[type[BaseException]] = [ValueError, TypeError, OSError]
     try:
         from lightning_fabric.utilities.exceptions import MisconfigurationException
 
@@ -992,6 +994,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    # Lightning announces devices and data loading at INFO on stderr; keep stderr for our own
+    # warnings and the one-line error.
+    for name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -211,12 +211,6 @@ def test_nan_pixels_stop_training_before_they_reach_the_weights(tmp_path: Path) 
     assert all(torch.isfinite(p).all() for p in model.state_dict().values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Lightning's info log ('GPU available: ...', 'Loading `train_dataloader` ...', a "
-    "litlogger tip) goes to stderr before the one-line error; run_pretrain should lower the "
-    "lightning.pytorch / pytorch_lightning loggers to WARNING unless --progress",
-)
 def test_a_training_failure_writes_only_the_error_line_to_stderr(
     tmp_path: Path, children: list[subprocess.Popen[str]]
 ) -> None:
