@@ -28,11 +28,9 @@ around a model whose ``forward(images)`` returns the loss.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, cast
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
@@ -40,16 +38,14 @@ from ssl_mae._validation import check_mask_ratio, check_tensor
 from ssl_mae.hivit import HiViTMAEForPreTraining, MAEHiViT
 from ssl_mae.loss import MAELoss
 from ssl_mae.masking import patchify, random_token_mask, restore_index
-from ssl_mae.models.mae import (
-    _DEFAULT_WARMUP_FRACTION,
-    _TRAINING_DEFAULTS,
-    MAE,
-    _dataloader_batch_size,
-    _images_from_batch,
-    _load_train_data,
+from ssl_mae.models.mae import MAE
+from ssl_mae.models.recipe import (
+    TRAINING_DEFAULTS,
+    MAEOptimizerRecipe,
+    check_training_options,
+    images_from_batch,
 )
 from ssl_mae.models.simple_mae import SimpleMAE
-from ssl_mae.optim import build_adamw, param_groups_weight_decay, scaled_lr, warmup_cosine_scheduler
 
 __all__ = [
     "TRAINING_OPTIONS",
@@ -69,7 +65,7 @@ __all__ = [
 #: ``mask_ratio`` and ``layer_norm_eps``).
 TRAINING_OPTIONS: Mapping[str, Any] = {
     key: value
-    for key, value in _TRAINING_DEFAULTS.items()
+    for key, value in TRAINING_DEFAULTS.items()
     if key not in ("mask_ratio", "layer_norm_eps")
 }
 
@@ -300,106 +296,6 @@ def feature_encoder(model: nn.Module) -> nn.Module:
     )
 
 
-class MAEOptimizerRecipe(pl.LightningModule):
-    """Base LightningModule with the MAE optimisation recipe, driven by hyperparameters.
-
-    Subclasses store the options of :data:`TRAINING_OPTIONS` in ``self.hparams`` (with
-    ``save_hyperparameters``) and provide the steps. ``configure_optimizers`` then builds AdamW
-    (betas from ``betas``, weight decay ``weight_decay`` without norms, biases, tokens and
-    position embeddings) with a per-step linear warmup (``warmup_steps``/``warmup_epochs``,
-    default 10% of the run) and a cosine decay to ``min_lr``; the peak is ``lr`` or
-    ``base_lr * effective_batch / 256``. These are the semantics of
-    :meth:`ssl_mae.models.MAE.configure_optimizers`.
-    """
-
-    def effective_batch_size(self) -> int:
-        """Images per optimiser step: ``batch_size * world_size * accumulate_grad_batches``,
-        the per-device batch size from the ``batch_size`` hyperparameter or the trainer's
-        training dataloader."""
-        trainer = self._trainer
-        per_device = self.hparams["batch_size"]
-        if per_device is None and trainer is not None:
-            _load_train_data(trainer)
-            per_device = _dataloader_batch_size(trainer.train_dataloader)
-        if per_device is None:
-            raise ValueError(
-                "batch_size is None and no trainer dataloader tells the batch size; pass "
-                "batch_size=<images per device per step> or an absolute lr=..."
-            )
-        if trainer is None:
-            return int(per_device)
-        return int(per_device) * int(trainer.world_size) * int(trainer.accumulate_grad_batches)
-
-    def total_training_steps(self) -> int:
-        """Optimiser steps of the run: ``total_steps`` or ``trainer.estimated_stepping_batches``."""
-        total = self.hparams["total_steps"]
-        if total is not None:
-            return int(total)
-        trainer = self._trainer
-        if trainer is None:
-            raise ValueError(
-                "total_steps is None and the module is not attached to a Trainer; pass "
-                "total_steps=<number of optimiser steps>"
-            )
-        estimated = trainer.estimated_stepping_batches
-        if not math.isfinite(estimated):
-            raise ValueError(
-                "the trainer runs for an unbounded number of steps (max_epochs=-1, "
-                "max_steps=-1); set max_epochs/max_steps or pass total_steps=..."
-            )
-        return max(int(estimated), 1)
-
-    def warmup_steps(self, total_steps: int) -> int:
-        """Warmup length in optimiser steps for a run of ``total_steps``."""
-        if self.hparams["warmup_steps"] is not None:
-            return min(int(self.hparams["warmup_steps"]), total_steps)
-        warmup_epochs = self.hparams["warmup_epochs"]
-        if warmup_epochs is None:
-            return int(total_steps * _DEFAULT_WARMUP_FRACTION)
-        trainer = self._trainer
-        if trainer is None:
-            raise ValueError(
-                f"warmup_epochs={warmup_epochs} needs a Trainer to know the steps per epoch; "
-                "pass warmup_steps=... instead"
-            )
-        _load_train_data(trainer)
-        batches_per_epoch = trainer.num_training_batches
-        if not math.isfinite(batches_per_epoch):
-            raise ValueError(
-                f"warmup_epochs={warmup_epochs} needs epochs of known length, but the training "
-                "data has no length; pass warmup_steps=... instead"
-            )
-        steps_per_epoch = math.ceil(
-            batches_per_epoch / max(int(trainer.accumulate_grad_batches), 1)
-        )
-        return min(round(float(warmup_epochs) * steps_per_epoch), total_steps)
-
-    def peak_lr(self) -> float:
-        """``lr`` if given, else ``base_lr * effective_batch_size / 256``."""
-        if self.hparams["lr"] is not None:
-            return float(self.hparams["lr"])
-        return scaled_lr(float(self.hparams["base_lr"]), self.effective_batch_size())
-
-    def configure_optimizers(self) -> Any:
-        """AdamW with per-step warmup + cosine decay (see the class docstring)."""
-        total_steps = self.total_training_steps()  # first: makes the trainer set up its data
-        groups = param_groups_weight_decay(self, float(self.hparams["weight_decay"]))
-        beta1, beta2 = self.hparams["betas"]
-        optimizer = build_adamw(
-            groups, lr=self.peak_lr(), betas=(beta1, beta2), fused=self.hparams["fused_adamw"]
-        )
-        scheduler = warmup_cosine_scheduler(
-            optimizer,
-            total_steps=total_steps,
-            warmup_steps=self.warmup_steps(total_steps),
-            min_lr=float(self.hparams["min_lr"]),
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
-
-
 def _plain(value: Any, name: str) -> Any:
     """Checks that a hyperparameter is made of plain types (checkpoints load weights-only)."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -460,7 +356,7 @@ class PretrainModule(MAEOptimizerRecipe):
             raise TypeError(f"preset must be a str or None, got {preset!r}")
         options = {**TRAINING_OPTIONS, **training_options}
         # MAE's option checks, with the model-side options it also expects.
-        MAE._check_options({**options, "mask_ratio": 0.0, "layer_norm_eps": None})
+        check_training_options({**options, "mask_ratio": 0.0, "layer_norm_eps": None})
         options["betas"] = [float(b) for b in options["betas"]]
         self.model = model
         mask_ratio = default_mask_ratio(model) if _is_known(model) else None
@@ -527,7 +423,7 @@ class PretrainModule(MAEOptimizerRecipe):
             batch: Images (B, C, H, W), ``(images, labels, ...)`` or ``([images], labels, ...)``.
             batch_idx: Index of the batch.
         """
-        images = _images_from_batch(batch)
+        images = images_from_batch(batch)
         loss: Tensor = self(images)
         self.log("train_loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
@@ -539,7 +435,7 @@ class PretrainModule(MAEOptimizerRecipe):
             batch: As in :meth:`training_step`.
             batch_idx: Index of the batch.
         """
-        images = _images_from_batch(batch)
+        images = images_from_batch(batch)
         generator = torch.Generator(device=images.device).manual_seed(batch_idx)
         loss = self.forward_with_predictions(images, generator=generator)[0]
         self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=images.shape[0])
