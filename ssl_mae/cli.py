@@ -40,8 +40,8 @@ PROG = "ssl-mae"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
-DEFAULT_PRESET = "mae_vit_micro_patch4"
-DEFAULT_EPOCHS = 1
+DEFAULT_PRESET = "mae_vit_micro_patch7"
+DEFAULT_EPOCHS = 4
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_BASE_LR = 1.5e-3
 
@@ -245,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument(
         "--min-scale",
         type=_scale,
-        default=0.35,
-        help="smallest random-resized-crop area fraction (default: 0.35)",
+        default=0.5,
+        help="smallest random-resized-crop area fraction (default: 0.5)",
     )
     pre.add_argument(
         "--precision",

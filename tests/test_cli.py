@@ -21,6 +21,7 @@ from ssl_mae.cli import build_parser, main
 
 # A tiny, fast run: 96 Fashion-MNIST images, 6 steps per epoch.
 TINY = [
+    "--preset", "mae_vit_micro_patch4",
     "--limit-train-images", "96", "--limit-test-images", "48", "--batch-size", "16",
     "--no-progress", "--accelerator", "cpu", "--devices", "1",
 ]  # fmt: skip
@@ -49,7 +50,7 @@ def test_help_documents_every_option(command: str, capsys: Any) -> None:
     [
         (["pretrain", "--data-path", "/no/such/dir"], "--data-path '/no/such/dir' does not exist"),
         (["pretrain", "--preset", "vit_giant"], "--preset must be one of"),
-        (["pretrain", "--img-size", "30"], "img_size must be a multiple of patch_size=4, got 30"),
+        (["pretrain", "--img-size", "30"], "img_size must be a multiple of patch_size=7, got 30"),
         (["pretrain", "--mask-ratio", "1.0"], "--mask-ratio: must be in [0, 1)"),
         (["pretrain", "--dataset", "imagenet"], "name must be one of"),
         (["pretrain", "--epochs", "0"], "--epochs: must be a positive integer"),
@@ -83,7 +84,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "ssl-mae: error: img_size must be a multiple of patch_size=4, got 30"
+        "ssl-mae: error: img_size must be a multiple of patch_size=7, got 30"
     ]
 
 
@@ -194,7 +195,8 @@ def test_folder_with_corrupt_files_trains_and_reports_them(tmp_path: Path, capsy
     (tmp_path / "train" / "shoe" / "empty.jpg").write_bytes(b"")
     out_dir = tmp_path / "run"
     code, out, err = _run_main(
-        ["pretrain", "--dataset", "folder", "--data-path", str(tmp_path / "train"),
+        ["pretrain", "--preset", "mae_vit_micro_patch4",
+         "--dataset", "folder", "--data-path", str(tmp_path / "train"),
          "--val-path", str(tmp_path / "val"), "--img-size", "16", "--batch-size", "9",
          "--epochs", "1", "--no-progress", "--knn-k", "5", "--output-dir", str(out_dir)],
         capsys,

@@ -8,6 +8,7 @@ from ssl_mae.models.mae import (
     mae_vit_huge_patch14,
     mae_vit_large_patch16,
     mae_vit_micro_patch4,
+    mae_vit_micro_patch7,
     mae_vit_tiny_patch4,
 )
 from ssl_mae.models.simple_mae import SimpleMAE, SimpleMAEOutput
@@ -22,5 +23,6 @@ __all__ = [
     "mae_vit_huge_patch14",
     "mae_vit_large_patch16",
     "mae_vit_micro_patch4",
+    "mae_vit_micro_patch7",
     "mae_vit_tiny_patch4",
 ]

@@ -42,6 +42,7 @@ __all__ = [
     "mae_vit_huge_patch14",
     "mae_vit_large_patch16",
     "mae_vit_micro_patch4",
+    "mae_vit_micro_patch7",
     "mae_vit_tiny_patch4",
 ]
 
@@ -521,6 +522,18 @@ def mae_vit_micro_patch4(**overrides: Any) -> MAE:
     return _preset(defaults, overrides)
 
 
+def mae_vit_micro_patch7(**overrides: Any) -> MAE:
+    """The CPU default for 28×28 grayscale (Fashion-MNIST): patch 7 (16 tokens), width 128,
+    4 blocks, decoder 64 wide and 2 deep (about 0.9 M parameters); the configuration of
+    ``benchmarks/fashion_mnist.py``."""
+    defaults = dict(
+        img_size=28, patch_size=7, in_chans=1, embed_dim=128, depth=4, num_heads=4,
+        decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4, mlp_ratio=4.0,
+        **_OFFICIAL_NORM,
+    )  # fmt: skip
+    return _preset(defaults, overrides)
+
+
 def mae_vit_tiny_patch4(**overrides: Any) -> MAE:
     """ViT-Tiny MAE for small images (default 28×28 grayscale, e.g. Fashion-MNIST; pass
     ``img_size=32, in_chans=3`` for CIFAR): patch 4, width 192, 12 blocks, 3 heads, decoder
@@ -565,6 +578,7 @@ def mae_vit_huge_patch14(**overrides: Any) -> MAE:
 
 MAE_PRESETS: dict[str, Callable[..., MAE]] = {
     "mae_vit_micro_patch4": mae_vit_micro_patch4,
+    "mae_vit_micro_patch7": mae_vit_micro_patch7,
     "mae_vit_tiny_patch4": mae_vit_tiny_patch4,
     "mae_vit_base_patch16": mae_vit_base_patch16,
     "mae_vit_large_patch16": mae_vit_large_patch16,

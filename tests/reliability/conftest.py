@@ -25,6 +25,7 @@ ERRORS_PAGE = REPO / "docs" / "errors.md"
 
 # A tiny CLI run: the micro preset on 32 Fashion-MNIST images, 4 steps of 8 per epoch, no kNN.
 TINY_RUN: list[str] = [
+    "--preset", "mae_vit_micro_patch4",
     "--limit-train-images", "32", "--limit-test-images", "16", "--batch-size", "8",
     "--no-progress", "--accelerator", "cpu", "--devices", "1", "--no-knn",
 ]  # fmt: skip

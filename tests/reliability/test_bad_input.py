@@ -394,7 +394,18 @@ def _image_folder(tmp_path: Path) -> Path:
 
 
 ArgvBuilder = Callable[[Path], list[str]]
-_QUICK = ["--no-progress", "--accelerator", "cpu", "--devices", "1", "--no-knn", "--epochs", "1"]
+_QUICK = [
+    "--preset",
+    "mae_vit_micro_patch4",
+    "--no-progress",
+    "--accelerator",
+    "cpu",
+    "--devices",
+    "1",
+    "--no-knn",
+    "--epochs",
+    "1",
+]
 
 
 def _cli_case(build: ArgvBuilder, names: str, id: str, *marks: Any) -> Any:

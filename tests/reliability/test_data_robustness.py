@@ -164,7 +164,8 @@ def test_pretrain_on_the_hostile_folder_trains_and_reports_the_skipped_files(
     root, readable, unreadable = hostile
     out_dir = tmp_path / "run"
     code, out, err = run_cli(
-        ["pretrain", "--dataset", "folder", "--data-path", str(root), "--val-path", str(root),
+        ["pretrain", "--preset", "mae_vit_micro_patch4",
+         "--dataset", "folder", "--data-path", str(root), "--val-path", str(root),
          "--img-size", "8", "--batch-size", "5", "--epochs", "1", "--no-progress",
          "--accelerator", "cpu", "--devices", "1", "--knn-k", "3", "--logger", "none",
          "--output-dir", str(out_dir)],
