@@ -130,10 +130,12 @@ def test_mae_transform_four_channel_tensor() -> None:
     (from_float,) = transform(float_image)
     assert from_uint8.shape == from_float.shape == (4, 12, 14)
     assert from_uint8.dtype == from_float.dtype == torch.float32
-    # Same crop and flip for both dtypes; uint8 resampling uses fixed-point arithmetic and rounds
-    # to integers, so values agree to a few grey levels (and to under one on average).
+    # Same crop and flip for both dtypes. The uint8 bicubic path is separable fixed-point: it
+    # rounds and clips to [0, 255] between its horizontal and vertical passes, where the float
+    # path keeps the overshoot, so single pixels at sharp edges differ by a few grey levels
+    # (3.7 seen with one torch thread); on average they agree to under half a level.
     grey_level = 1.0 / 255.0 / 0.25
-    torch.testing.assert_close(from_uint8, from_float, atol=3 * grey_level, rtol=0)
+    torch.testing.assert_close(from_uint8, from_float, atol=6 * grey_level, rtol=0)
     assert (from_uint8 - from_float).abs().mean() < 0.5 * grey_level
 
 

@@ -743,8 +743,7 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
             old_grid=(1, decoder.num_patches),
             antialias=False,
         )
-        tokens = decoder.decoder_norm(decoder.decoder_blocks(tokens + pos_embed.to(tokens.dtype)))
-        return decoder.predict(tokens[:, 1:])
+        return decoder.predict(decoder.decode(tokens, pos_embed=pos_embed)[:, 1:])
 
     def forward(
         self,

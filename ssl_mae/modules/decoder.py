@@ -168,23 +168,26 @@ class MAEDecoder(nn.Module):
         """Projects encoder tokens (B, K, D_enc) to the decoder width (B, K, D_dec)."""
         return cast(Tensor, self.decoder_embed(input))
 
-    def decode(self, input: Tensor) -> Tensor:
+    def decode(self, input: Tensor, pos_embed: Tensor | None = None) -> Tensor:
         """Adds position embeddings, runs the decoder blocks and the final norm.
 
         Args:
             input: (B, P + L, D_dec) full token sequence (prefix tokens first).
+            pos_embed: Optional (1, P + L', D_dec) table to use instead of ``decoder_pos_embed``,
+                e.g. one resized for another image size; ``input`` must then hold P + L' tokens.
 
         Returns:
             (B, P + L, D_dec) decoded tokens.
         """
         check_tensor(input, "input", ndim=3, shape_doc="(B, P + L, D_dec)")
-        if input.shape[1] != self.sequence_length:
+        table = self.decoder_pos_embed if pos_embed is None else pos_embed
+        if input.shape[1] != table.shape[1]:
             raise ValueError(
-                f"input must hold the full sequence of {self.sequence_length} tokens "
-                f"({self.num_prefix_tokens} prefix + {self.num_patches} patches), "
-                f"got {input.shape[1]}"
+                f"input must hold the full sequence of {table.shape[1]} tokens "
+                f"({self.num_prefix_tokens} prefix + {table.shape[1] - self.num_prefix_tokens} "
+                f"patches), got {input.shape[1]}"
             )
-        x = input + self.decoder_pos_embed.to(input.dtype)
+        x = input + table.to(input.dtype)
         x = self.decoder_blocks(x)
         return cast(Tensor, self.decoder_norm(x))
 
