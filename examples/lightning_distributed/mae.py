@@ -19,10 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
+import pytorch_lightning as pl
 import torch
-from lightning.pytorch.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
@@ -105,7 +105,7 @@ def views_and_noise(
     return augment.apply_params(images, crops), torch.cat(noise).to(images.device)
 
 
-class MAE(L.LightningModule):
+class MAE(pl.LightningModule):
     """MAE: a ViT encoder sees only the visible patches, a light decoder predicts the rest."""
 
     def __init__(self, **hparams: Any) -> None:
@@ -172,7 +172,7 @@ class MAE(L.LightningModule):
 
 
 def main(args: argparse.Namespace) -> None:
-    L.seed_everything(args.seed)  # same seed -> same initial weights
+    pl.seed_everything(args.seed)  # same seed -> same initial weights
     model = MAE(**vars(args))
 
     size = (args.image_size, args.image_size)
@@ -190,7 +190,7 @@ def main(args: argparse.Namespace) -> None:
         drop_last=False,
     )
 
-    trainer = L.Trainer(
+    trainer = pl.Trainer(
         accelerator=args.accelerator,
         devices=args.devices,
         num_nodes=args.num_nodes,
