@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up ssl_mae from nothing: the Fashion-MNIST Debian package (when apt is available), a
-# virtual environment cached outside the checkout (keyed by a hash of pyproject.toml, so repeat
-# runs are fast), the package in editable mode with its dev extras, and a `.venv` link to it.
+# virtual environment cached outside the checkout (keyed by a hash of pyproject.toml and
+# requirements/lock.txt, so repeat runs are fast), the package in editable mode with its dev
+# extras at exactly the versions of requirements/lock.txt, and a `.venv` link to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,14 +20,17 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
 fi
 
 PYTHON="${PYTHON:-python3}"
-HASH=$(cat pyproject.toml | sha256sum | cut -c1-16)
+LOCK=requirements/lock.txt
+HASH=$(cat pyproject.toml "$LOCK" | sha256sum | cut -c1-16)
 VENV="${SSL_MAE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ssl_mae/venv-$HASH}"
 if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.complete" ]; then
     echo "[setup] creating virtual environment $VENV"
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    # The tested versions, not whatever the registry serves today: a fresh machine must get
+    # the environment CI passed with (scripts/update_lock.sh moves them on purpose).
+    "$VENV/bin/python" -m pip install -q "$(grep '^pip==' "$LOCK")"
+    "$VENV/bin/python" -m pip install -q -c "$LOCK" -e ".[dev]"
     touch "$VENV/.complete"
 else
     # The cached environment may have been made from another checkout: point it at this one.

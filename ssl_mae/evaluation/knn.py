@@ -3,11 +3,14 @@
 Each test sample looks up its ``k`` most cosine-similar training samples; neighbour ``j`` votes
 for its own class with weight ``exp(sim_j / temperature)``, and the class with the largest sum of
 votes wins. This is the same rule as ``lightly.utils.benchmarking.knn_predict`` (which returns
-the ranking of the classes rather than their scores).
+the ranking of the classes rather than their scores). The weights are computed relative to the
+nearest neighbour, ``exp((sim_j - sim_max) / temperature)``: the same ranking, but no overflow to
+inf for small temperatures.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TypedDict
 
 import torch
@@ -54,7 +57,7 @@ def knn_predict(
         train_labels: (N,) integer labels in [0, num_classes).
         test_features: (M, D) features to classify.
         num_classes: Number of classes C.
-        k: Number of neighbours, 1 <= k <= N.
+        k: Number of neighbours, >= 1; larger than N is clamped to N with a warning.
         temperature: Softness of the votes, > 0; smaller means nearer neighbours count more.
         chunk_size: Number of test samples compared to the bank at once.
         normalize: L2-normalise both feature sets first, so that dot products are cosine
@@ -62,9 +65,14 @@ def knn_predict(
         device: Where to compute; defaults to the device of ``train_features``.
 
     Returns:
-        (M, C) float64 scores on ``device``: for every class the sum of ``exp(sim / temperature)``
-        over the neighbours of that class. float64 because ``exp(1 / t)`` overflows float32 for
-        temperatures below about 0.011.
+        (M, C) float64 scores on ``device``: for every class the sum of
+        ``exp((sim - sim_max) / temperature)`` over the neighbours of that class, where
+        ``sim_max`` is the similarity of the query's nearest neighbour. Each row is the classic
+        ``exp(sim / t)`` vote divided by one positive constant, so the ranking is the same, and
+        every score lies in [0, k] for any temperature.
+
+    Raises:
+        ValueError: For non-finite features and other bad arguments (naming the argument).
     """
     train_features = check_features(train_features, "train_features")
     test_features = check_features(test_features, "test_features")
@@ -73,9 +81,12 @@ def knn_predict(
     train_labels = check_labels(train_labels, "train_labels", num_classes, train_features.shape[0])
     check_positive_int(k, "k")
     if k > train_features.shape[0]:
-        raise ValueError(
-            f"k must be at most the number of training samples ({train_features.shape[0]}), got {k}"
+        warnings.warn(
+            f"k={k} is larger than the bank of {train_features.shape[0]} training samples; "
+            f"using k={train_features.shape[0]}",
+            stacklevel=2,
         )
+        k = train_features.shape[0]
     temperature = check_positive_float(temperature, "temperature")
     check_positive_int(chunk_size, "chunk_size")
 
@@ -92,7 +103,9 @@ def knn_predict(
             queries = F.normalize(queries, dim=1)
         similarity = queries @ bank.T  # (chunk, N)
         top_similarity, top_index = similarity.topk(k, dim=1)  # (chunk, k)
-        weights = (top_similarity.double() / temperature).exp()
+        # Relative to the nearest neighbour (column 0 of topk): exp(0) = 1 for it, never inf.
+        top_similarity = top_similarity.double()
+        weights = ((top_similarity - top_similarity[:, :1]) / temperature).exp()
         scores = torch.zeros(queries.shape[0], num_classes, dtype=torch.float64, device=run_device)
         # Scatter the votes straight into (chunk, C): a one-hot (chunk, k, C) tensor would need
         # k times more memory, which matters for many classes.
@@ -122,7 +135,7 @@ def knn_accuracy(
         test_features: (M, D) features to classify.
         test_labels: (M,) integer labels in [0, num_classes).
         num_classes: Number of classes C.
-        k: Number of neighbours, 1 <= k <= N.
+        k: Number of neighbours, >= 1 (clamped to N with a warning).
         temperature: Vote temperature, > 0.
         chunk_size: Number of test samples compared to the bank at once.
         normalize: L2-normalise the features first.

@@ -34,10 +34,18 @@ def topk_accuracy(scores: Tensor, labels: Tensor, topk: tuple[int, ...] = (1, 5)
 
 
 def check_features(features: object, name: str) -> Tensor:
-    """Checks an (N, D) floating point feature tensor with at least one row."""
+    """Checks an (N, D) floating point feature tensor with at least one row and only finite
+    values (evaluation may sync the host: a NaN feature must never turn into a score)."""
     tensor = check_tensor(features, name, ndim=2, shape_doc="(N, D)", floating=True)
     if tensor.shape[0] == 0 or tensor.shape[1] == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
+    finite = torch.isfinite(tensor).all(dim=1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten()
+        raise ValueError(
+            f"{name} must be finite, got NaN or inf in {bad.numel()} of {tensor.shape[0]} rows "
+            f"(first: row {int(bad[0])}); check the encoder's weights and inputs"
+        )
     return tensor
 
 
