@@ -1,5 +1,6 @@
 """Writes tests/data/core_regression.pt: fixed weights, images, masking noise and the loss and
-predictions each model family computed *before* the one-core redesign (run at commit b724cef, with torch 2.14.1 on CPU).
+predictions each model family computed *before* the one-core redesign (run at commit b724cef,
+with torch 2.14.1 on CPU).
 
 tests/test_core.py loads the weights into today's models and checks that they still compute the
 same loss and predictions: the redesign moved code, it must not change numbers. The weights are
