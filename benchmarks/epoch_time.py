@@ -1,11 +1,12 @@
 """End-to-end epoch time of MAE pre-training against the pure compute of the same steps.
 
-Runs the fast path (``ssl_mae.fast``: bf16 autocast and fused AdamW on CUDA, optional
-``torch.compile``) over a dataset kept on the device (``GPUResidentLoader`` with the batched
-random-resized-crop + flip of ``BatchedMAEAugment``), and the same number of steps on one fixed,
-already augmented batch. The ratio end-to-end / compute shows what the data path costs; 1.0 means
-nothing. With ``--host-loader`` the classic path is timed too: a ``DataLoader`` with per-image
-``MAETransform`` (PIL) in worker processes, pinned memory and a non-blocking copy.
+Runs the fast path (``ssl_mae.training.precision``, ``ssl_mae.training.optim``: bf16 autocast and
+fused AdamW on CUDA, optional ``torch.compile``) over a dataset kept on the device
+(``GPUResidentLoader`` with the batched random-resized-crop + flip of ``BatchedMAEAugment``), and
+the same number of steps on one fixed, already augmented batch. The ratio end-to-end / compute
+shows what the data path costs; 1.0 means nothing. With ``--host-loader`` the classic path is
+timed too: a ``DataLoader`` with per-image ``MAETransform`` (PIL) in worker processes, pinned
+memory and a non-blocking copy.
 
 Datasets:
     fashion-mnist   the 60,000 training images (28 x 28 grayscale), ``mae_vit_tiny_patch4``
@@ -38,16 +39,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ssl_mae.data import TensorImageDataset, load_fashion_mnist
-from ssl_mae.fast import (
-    GPUResidentLoader,
-    autocast_context,
-    compile_model,
-    default_autocast_dtype,
-    flops_per_image,
-    make_adamw,
-)
-from ssl_mae.models.mae import MAE, mae_vit_base_patch16, mae_vit_micro_patch4, mae_vit_tiny_patch4
+from ssl_mae.data import GPUResidentLoader, TensorImageDataset, load_fashion_mnist
+from ssl_mae.flops import flops_per_image
+from ssl_mae.models import MAE, mae_vit_base_patch16, mae_vit_micro_patch4, mae_vit_tiny_patch4
+from ssl_mae.training.optim import make_adamw
+from ssl_mae.training.precision import autocast_context, compile_model, default_autocast_dtype
 from ssl_mae.transforms import (
     FASHION_MNIST_NORMALIZE,
     IMAGENET_NORMALIZE,

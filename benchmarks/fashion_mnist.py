@@ -47,7 +47,7 @@ from ssl_mae.evaluation import finetune, knn_accuracy, pool_tokens, train_linear
 from ssl_mae.loss import MAELoss, masked_patch_targets, normalize_patches
 from ssl_mae.masking import random_token_mask
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
-from ssl_mae.optim import build_adamw, param_groups_weight_decay, warmup_cosine_scheduler
+from ssl_mae.training.optim import build_adamw, param_groups_weight_decay, warmup_cosine_scheduler
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, BatchedMAEAugment
 
 IMPLS = ("ours", "lightly")

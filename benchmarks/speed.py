@@ -49,15 +49,10 @@ import torch
 from torch import Tensor, nn
 from torch.optim import AdamW, Optimizer
 
-from ssl_mae.fast import (
-    autocast_context,
-    compile_model,
-    default_autocast_dtype,
-    device_peak_flops,
-    flops_per_image,
-    make_adamw,
-)
+from ssl_mae.flops import device_peak_flops, flops_per_image
 from ssl_mae.models.mae import MAE
+from ssl_mae.training.optim import make_adamw
+from ssl_mae.training.precision import autocast_context, compile_model, default_autocast_dtype
 
 LR, BETAS, WEIGHT_DECAY, MASK_RATIO = 1.5e-4, (0.9, 0.95), 0.05, 0.75
 

@@ -1,62 +1,88 @@
-"""ssl_mae: Masked Autoencoder self-supervised learning blocks, models and benchmarks."""
+"""ssl_mae: Masked Autoencoder self-supervised learning blocks, models and benchmarks.
 
-from ssl_mae import data, evaluation, hf, models
-from ssl_mae.hivit import HIVIT_MAE_PRESETS, HiViT, HiViTMAEForPreTraining, MAEHiViT
-from ssl_mae.loss import MAELoss
-from ssl_mae.masking import (
-    get_at_index,
-    mask_at_index,
-    patchify,
-    prepend_class_token,
-    random_masking,
-    random_token_mask,
-    repeat_token,
-    set_at_index,
-    unpatchify,
-)
-from ssl_mae.models import MAE, MAE_PRESETS, SimpleMAE, build_mae
-from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer, MaskedVisionTransformerTorchvision
-from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
-from ssl_mae.transforms import (
-    FASHION_MNIST_NORMALIZE,
-    IMAGENET_NORMALIZE,
-    BatchedMAEAugment,
-    MAETransform,
-)
+``import ssl_mae`` loads nothing but torch: every name below is imported from its module on
+first use (PEP 562), so ``from ssl_mae import patchify`` costs the masking module alone and
+Lightning, transformers-compatible I/O, scipy and matplotlib load only when a model, trainer or
+plot needs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ssl_mae._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FASHION_MNIST_NORMALIZE",
-    "HIVIT_MAE_PRESETS",
-    "IMAGENET_NORMALIZE",
-    "MAE",
-    "MAE_PRESETS",
-    "BatchedMAEAugment",
-    "HiViT",
-    "HiViTMAEForPreTraining",
-    "MAEDecoder",
-    "MAEHiViT",
-    "MAELoss",
-    "MAETransform",
-    "MaskedVisionTransformer",
-    "MaskedVisionTransformerTorchvision",
-    "SimpleMAE",
-    "__version__",
-    "build_mae",
-    "data",
-    "evaluation",
-    "get_2d_sincos_pos_embed",
-    "get_at_index",
-    "hf",
-    "interpolate_pos_embed",
-    "mask_at_index",
-    "models",
-    "patchify",
-    "prepend_class_token",
-    "random_masking",
-    "random_token_mask",
-    "repeat_token",
-    "set_at_index",
-    "unpatchify",
-]
+# Public name → the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "FASHION_MNIST_NORMALIZE": "ssl_mae.transforms",
+    "HIVIT_MAE_PRESETS": "ssl_mae.models.presets",
+    "IMAGENET_NORMALIZE": "ssl_mae.transforms",
+    "MAE": "ssl_mae.models.mae",
+    "MAE_PRESETS": "ssl_mae.models.presets",
+    "BatchedMAEAugment": "ssl_mae.transforms",
+    "HiViT": "ssl_mae.models.hivit.backbone",
+    "HiViTMAEForPreTraining": "ssl_mae.models.hivit.pretraining",
+    "MAEDecoder": "ssl_mae.modules.decoder",
+    "MAEHiViT": "ssl_mae.models.hivit.backbone",
+    "MAELoss": "ssl_mae.loss",
+    "MAEOutput": "ssl_mae.core",
+    "MAETransform": "ssl_mae.transforms",
+    "MaskedAutoencoder": "ssl_mae.core",
+    "MaskedVisionTransformer": "ssl_mae.modules.encoder",
+    "MaskedVisionTransformerTorchvision": "ssl_mae.modules.encoder",
+    "PixelTarget": "ssl_mae.loss",
+    "PretrainModule": "ssl_mae.training.module",
+    "SimpleMAE": "ssl_mae.models.simple_mae",
+    "build_mae": "ssl_mae.models.presets",
+    "get_2d_sincos_pos_embed": "ssl_mae.pos_embed",
+    "get_at_index": "ssl_mae.masking",
+    "interpolate_pos_embed": "ssl_mae.pos_embed",
+    "mask_at_index": "ssl_mae.masking",
+    "patchify": "ssl_mae.masking",
+    "prepend_class_token": "ssl_mae.masking",
+    "random_masking": "ssl_mae.masking",
+    "random_token_mask": "ssl_mae.masking",
+    "repeat_token": "ssl_mae.masking",
+    "set_at_index": "ssl_mae.masking",
+    "unpatchify": "ssl_mae.masking",
+}
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    globals(),
+    _EXPORTS,
+    submodules=("data", "evaluation", "hf", "models", "modules", "training"),
+)
+__all__ += ["__version__"]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; nothing of this runs
+    from ssl_mae import data, evaluation, hf, models, modules, training
+    from ssl_mae.core import MAEOutput, MaskedAutoencoder
+    from ssl_mae.loss import MAELoss, PixelTarget
+    from ssl_mae.masking import (
+        get_at_index,
+        mask_at_index,
+        patchify,
+        prepend_class_token,
+        random_masking,
+        random_token_mask,
+        repeat_token,
+        set_at_index,
+        unpatchify,
+    )
+    from ssl_mae.models.hivit.backbone import HiViT, MAEHiViT
+    from ssl_mae.models.hivit.pretraining import HiViTMAEForPreTraining
+    from ssl_mae.models.mae import MAE
+    from ssl_mae.models.presets import HIVIT_MAE_PRESETS, MAE_PRESETS, build_mae
+    from ssl_mae.models.simple_mae import SimpleMAE
+    from ssl_mae.modules.decoder import MAEDecoder
+    from ssl_mae.modules.encoder import MaskedVisionTransformer, MaskedVisionTransformerTorchvision
+    from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
+    from ssl_mae.training.module import PretrainModule
+    from ssl_mae.transforms import (
+        FASHION_MNIST_NORMALIZE,
+        IMAGENET_NORMALIZE,
+        BatchedMAEAugment,
+        MAETransform,
+    )

@@ -98,3 +98,73 @@ def check_index(index: object, name: str, sequence_length: int, batch_size: int)
                 f"{sequence_length}), got values in [{low}, {high}]"
             )
     return idx
+
+
+def check_images(
+    images: object,
+    name: str,
+    in_chans: int,
+    patch_size: int,
+    native_grid: tuple[int, int] | None = None,
+    dtype: torch.dtype | None = None,
+    size_hint: str = "",
+) -> tuple[int, int]:
+    """Checks an image batch against a model and returns its patch grid ``(h, w)``.
+
+    Args:
+        images: The object to check: (B, C, H, W) floating point images, B >= 1.
+        name: The caller's name for the argument, used in error messages.
+        in_chans: Channels C the model takes.
+        patch_size: H and W must be multiples of it.
+        native_grid: When given, the only patch grid the model accepts (its training size).
+        dtype: The model's weight dtype; other float dtypes are accepted only under autocast.
+        size_hint: Appended to the error for a batch that is not of the native size.
+
+    Raises:
+        TypeError / ValueError: Naming ``name``, the value received and what is allowed.
+    """
+    tensor = check_tensor(images, name, ndim=4, shape_doc="(B, C, H, W)", floating=True)
+    batch_size, channels, height, width = tensor.shape
+    if batch_size == 0:
+        raise ValueError(f"{name} must hold at least one image, got shape {tuple(tensor.shape)}")
+    if channels != in_chans:
+        raise ValueError(
+            f"{name} must have {in_chans} channels (the model's in_chans), got {channels} "
+            f"(shape {tuple(tensor.shape)})"
+        )
+    if height % patch_size or width % patch_size:
+        raise ValueError(
+            f"{name} height and width must be multiples of the patch size {patch_size}, "
+            f"got {height}x{width}"
+        )
+    grid = (height // patch_size, width // patch_size)
+    if native_grid is not None and grid != tuple(native_grid):
+        native_h, native_w = (side * patch_size for side in native_grid)
+        raise ValueError(
+            f"{name} must be {native_h}x{native_w} (the model's image size, img_size), "
+            f"got {height}x{width}{size_hint}"
+        )
+    if (
+        dtype is not None
+        and tensor.dtype != dtype
+        and not torch.is_autocast_enabled(tensor.device.type)
+    ):
+        raise TypeError(
+            f"{name} must have the model's dtype {dtype} (or run under autocast), "
+            f"got {tensor.dtype}; convert with .to({dtype})"
+        )
+    return grid
+
+
+def as_device(device: torch.device | str, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device``; a clear error for anything else."""
+    if isinstance(device, torch.device):
+        return device
+    if isinstance(device, str):
+        try:
+            return torch.device(device)
+        except RuntimeError as error:
+            raise ValueError(f"{name} must be a torch device such as 'cuda', got {device!r}") from (
+                error
+            )
+    raise TypeError(f"{name} must be a torch.device or a string, got {type(device).__name__}")

@@ -658,16 +658,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 
+    from ssl_mae.evaluation import knn_evaluate
     from ssl_mae.models.presets import build_pretrain_module
-    from ssl_mae.models.pretrain_module import feature_encoder, input_spec, reconstruction_criterion
-    from ssl_mae.training import (
-        AtomicCheckpointIO,
-        NonFiniteLossGuard,
-        PretrainDataModule,
-        SkippedFilesReport,
-        knn_evaluate,
-        write_json_atomic,
-    )
+    from ssl_mae.training.callbacks import NonFiniteLossGuard, SkippedFilesReport
+    from ssl_mae.training.checkpoints import AtomicCheckpointIO, write_json_atomic
+    from ssl_mae.training.data import PretrainDataModule
 
     run_started = time.perf_counter()
     in_chans = args.in_chans or default_in_chans(args.dataset)
@@ -683,9 +678,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     pl.seed_everything(args.seed, verbose=False)
     # Bad sizes raise ValueError here, before any data is loaded.
     model = build_pretrain_module(args.preset, **overrides)
-    img_size = input_spec(model).img_size
-    criterion = reconstruction_criterion(model)
-    norm_pix = bool(criterion is not None and criterion.norm_pix)
+    img_size = model.img_size
+    norm_pix = model.norm_pix_loss
     _check_pool(model, args.pool, args.knn)
     config = _run_config(args, img_size, in_chans, norm_pix)
     output_dir = Path(args.output_dir).expanduser()
@@ -789,7 +783,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if args.knn and test_set is not None:
         started = time.perf_counter()
         knn = knn_evaluate(
-            feature_encoder(model),
+            model.feature_encoder(),
             train_set,
             test_set,
             normalize=config["normalize"],
@@ -814,9 +808,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def _check_pool(model: Any, pool: str, knn: bool) -> None:
     """``--pool cls`` needs a class token; HiViT (and mean-pooled ViTs) have none."""
-    from ssl_mae.models.pretrain_module import feature_encoder
-
-    if knn and pool == "cls" and int(getattr(feature_encoder(model), "num_prefix_tokens", 1)) == 0:
+    if knn and pool == "cls" and int(model.feature_encoder().num_prefix_tokens) == 0:
         raise UsageError("--pool cls needs a class token, but this model has none; use --pool mean")
 
 
@@ -838,13 +830,12 @@ def _metric_of_callbacks(callbacks: Sequence[Any]) -> float | None:
 
 
 def _num_classes(dataset: str, train_set: Any) -> int:
-    from ssl_mae.data import dataset_info
-    from ssl_mae.training import _unwrap
+    from ssl_mae.data import dataset_info, unwrap_subset
 
     known = dataset_info(dataset).num_classes
     if known is not None:
         return known
-    classes = getattr(_unwrap(train_set), "classes", None)
+    classes = getattr(unwrap_subset(train_set), "classes", None)
     if not classes:
         raise UsageError(
             "kNN needs labelled images: give a --data-path folder with one subfolder per class, "
@@ -878,15 +869,9 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict
     stored = run_config_of(checkpoint)
     data = _data_args(args, stored)
     model = model_from_checkpoint(checkpoint, args.checkpoint)
-    in_chans = _input_spec(model).in_chans
+    in_chans = model.in_chans
     normalize = stored.get("normalize") or default_normalize(data["dataset"], in_chans)
     return model, data, {"normalize": normalize, "in_chans": in_chans}
-
-
-def _input_spec(model: Any) -> Any:
-    from ssl_mae.models.pretrain_module import input_spec
-
-    return input_spec(model)
 
 
 def _device(name: str | None) -> Any:
@@ -902,19 +887,18 @@ def _device(name: str | None) -> Any:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``ssl-mae evaluate``: kNN top-1/top-5 of a checkpoint on the test split."""
-    from ssl_mae.models.pretrain_module import feature_encoder
-    from ssl_mae.training import knn_evaluate
+    from ssl_mae.evaluation import knn_evaluate
 
     model, data, extra = _model_and_data(args)
     _check_pool(model, args.pool, knn=True)
-    img_size = _input_spec(model).img_size
+    img_size = model.img_size
     common = (data["dataset"], data["data_path"], data["val_path"])
     train_set = load_split(*common, True, img_size, extra["in_chans"], args.limit_train_images)
     test_set = load_split(*common, False, img_size, extra["in_chans"], args.limit_test_images)
     if test_set is None:
         raise UsageError("--val-path is required to evaluate a 'folder' dataset")
     knn = knn_evaluate(
-        feature_encoder(model),
+        model.feature_encoder(),
         train_set,
         test_set,
         normalize=extra["normalize"],
@@ -935,15 +919,14 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     """``ssl-mae reconstruct``: a PNG grid of reconstructions of random test images."""
     import torch
 
-    from ssl_mae.models.pretrain_module import default_mask_ratio
-    from ssl_mae.training import normalize_images
+    from ssl_mae.data import normalize_images
     from ssl_mae.visualize import reconstruct, save_reconstruction_grid
 
     output = Path(args.output).expanduser()
     if output.suffix.lower() != ".png":
         raise UsageError(f"--output must be a .png file, got {args.output!r}")
     model, data, extra = _model_and_data(args)
-    img_size = _input_spec(model).img_size
+    img_size = model.img_size
     common = (data["dataset"], data["data_path"], data["val_path"])
     images_set = load_split(*common, False, img_size, extra["in_chans"])
     if images_set is None:  # a folder without --val-path: show training images
@@ -953,7 +936,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     picks = torch.randperm(len(images_set), generator=generator)[:count].tolist()
     images = torch.stack([images_set[i][0] for i in picks])
     inputs = normalize_images(images, extra["normalize"], (img_size, img_size))
-    mask_ratio = default_mask_ratio(model) if args.mask_ratio is None else args.mask_ratio
+    mask_ratio = model.masked_autoencoder.mask_ratio if args.mask_ratio is None else args.mask_ratio
     result = reconstruct(model, inputs, mask_ratio=mask_ratio, generator=generator)
     save_reconstruction_grid(result, output, normalize=extra["normalize"])
     print(f"wrote {output} ({count} images, mask ratio {mask_ratio})")
@@ -1005,7 +988,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:
-        from ssl_mae.training import NonFiniteLossError
+        from ssl_mae.training.callbacks import NonFiniteLossError
 
         if args.debug:
             raise

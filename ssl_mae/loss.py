@@ -1,13 +1,35 @@
-"""The MAE reconstruction loss: mean squared error on the masked patches only."""
+"""What an MAE reconstructs and how it is scored: pixel targets and the masked MSE loss.
+
+A *target* maps images (B, C, H, W) to one vector per patch (B, L, T); :class:`PixelTarget`
+(the patch's pixels, the MAE target) is the default of :class:`~ssl_mae.MaskedAutoencoder`.
+:class:`MAELoss` scores predictions against targets on the masked patches only, optionally
+normalising each target patch first (``norm_pix``).
+"""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
 from ssl_mae import masking
-from ssl_mae._validation import check_tensor
+from ssl_mae._validation import check_positive_int, check_tensor
 
-__all__ = ["MAELoss", "masked_patch_targets", "normalize_patches"]
+__all__ = ["MAELoss", "PixelTarget", "masked_patch_targets", "normalize_patches"]
+
+
+class PixelTarget(nn.Module):
+    """The MAE target: the raw pixels of every patch, ``patchify(images, patch_size)``.
+
+    Args:
+        patch_size: Patch side length p.
+    """
+
+    def __init__(self, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = check_positive_int(patch_size, "patch_size")
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) images → (B, H/p * W/p, p * p * C) patches (official layout)."""
+        return masking.patchify(images, self.patch_size)
 
 
 def normalize_patches(patches: Tensor, eps: float = 1e-6) -> Tensor:

@@ -16,6 +16,8 @@ masked, and the same ``noise`` gives the same split in both conventions.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
@@ -28,11 +30,14 @@ from ssl_mae._validation import (
 )
 
 __all__ = [
+    "TokenMasking",
     "get_at_index",
     "mask_at_index",
     "num_patches_to_keep",
+    "official_masks",
     "patchify",
     "prepend_class_token",
+    "random_grid_mask",
     "random_masking",
     "random_token_mask",
     "repeat_token",
@@ -79,7 +84,8 @@ def random_token_mask(
         mask_class_token: If True, prefix tokens may be masked too.
         num_prefix_tokens: Number of prefix tokens at the start of the sequence.
         device: Device of the returned indices (ignored when ``noise`` is given).
-        generator: Random generator for reproducible masks.
+        generator: Random generator for reproducible masks; the noise is drawn on the
+            generator's device and moved to ``device``, so a CPU generator seeds CUDA masks.
         noise: Optional noise of shape (B, L_patches), or (B, L) with ``mask_class_token=True``.
             The same noise always gives the same masks.
 
@@ -116,7 +122,10 @@ def random_token_mask(
             f"{sequence_length}; lower mask_ratio"
         )
     if noise is None:
-        noise = torch.rand(batch_size, num_maskable, device=device, generator=generator)
+        draw_on = device if generator is None else generator.device
+        noise = torch.rand(batch_size, num_maskable, device=draw_on, generator=generator)
+        if device is not None:
+            noise = noise.to(device)
     else:
         what = "L" if mask_class_token else "L_patches"
         _check_noise(noise, batch_size, num_maskable, what)
@@ -171,6 +180,95 @@ def random_masking(
     return x_kept, mask, ids_restore
 
 
+class TokenMasking(Protocol):
+    """How :class:`~ssl_mae.MaskedAutoencoder` draws the visible tokens of a batch.
+
+    Any callable with this signature can replace the default :func:`random_grid_mask` (e.g. a
+    block masking that needs the patch grid). It returns Lightly-style indices over the full
+    token sequence: ``idx_keep`` (B, P + K_keep) with the ``num_prefix_tokens`` prefix tokens
+    first, and ``idx_mask`` (B, K_mask) in a random order (the core may decode only its first
+    entries).
+    """
+
+    def __call__(
+        self,
+        batch_size: int,
+        grid_size: tuple[int, int],
+        num_prefix_tokens: int,
+        mask_ratio: float,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]: ...
+
+
+def random_grid_mask(
+    batch_size: int,
+    grid_size: tuple[int, int],
+    num_prefix_tokens: int,
+    mask_ratio: float,
+    *,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The default :class:`TokenMasking`: :func:`random_token_mask` over an ``h x w`` patch grid.
+
+    Args:
+        batch_size: Number of images B.
+        grid_size: Patch grid ``(h, w)``.
+        num_prefix_tokens: Prefix tokens P, always kept.
+        mask_ratio: Fraction of the ``h * w`` patches to mask.
+        device: Device of the indices.
+        generator: Random generator for reproducible masks.
+        noise: Optional (B, h * w) noise; the patches with the smallest noise stay visible.
+
+    Returns:
+        ``(idx_keep, idx_mask)`` as from :func:`random_token_mask`.
+    """
+    grid_h, grid_w = grid_size
+    return random_token_mask(
+        (batch_size, num_prefix_tokens + grid_h * grid_w),
+        mask_ratio=mask_ratio,
+        num_prefix_tokens=num_prefix_tokens,
+        device=device,
+        generator=generator,
+        noise=noise,
+    )
+
+
+def official_masks(
+    idx_keep: Tensor, idx_mask: Tensor, num_prefix_tokens: int
+) -> tuple[Tensor, Tensor]:
+    """The official / Hugging Face bookkeeping of a Lightly-style split.
+
+    This is the one conversion between the two index conventions of this module.
+
+    Args:
+        idx_keep: (B, P + K_keep) kept positions over the full sequence, prefix tokens first.
+        idx_mask: (B, K_mask) masked positions over the full sequence.
+        num_prefix_tokens: Prefix tokens P in front of the L = K_keep + K_mask patches.
+
+    Returns:
+        ``(mask, ids_restore)``: the (B, L) float mask with 1 for removed patches, and the (B, L)
+        permutation that puts ``cat(kept patches, removed patches)`` back in patch order, as
+        :func:`random_masking` returns them for the same noise.
+    """
+    keep_patches = idx_keep[:, num_prefix_tokens:] - num_prefix_tokens
+    mask_patches = idx_mask - num_prefix_tokens
+    ids_restore = _inverse_permutation(torch.cat([keep_patches, mask_patches], dim=1))
+    mask = torch.zeros(ids_restore.shape, device=idx_mask.device)
+    mask.scatter_(1, mask_patches, 1.0)
+    return mask, ids_restore
+
+
+def _inverse_permutation(order: Tensor) -> Tensor:
+    """(B, L) inverse of a batch of permutations of ``range(L)``; -1 where a value is missing."""
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return torch.full_like(order, -1).scatter_(1, order, positions)
+
+
 def restore_index(idx_keep: Tensor, idx_mask: Tensor) -> Tensor:
     """Inverse permutation of ``cat(idx_keep, idx_mask)``.
 
@@ -184,10 +282,30 @@ def restore_index(idx_keep: Tensor, idx_mask: Tensor) -> Tensor:
 
     Returns:
         (B, L) int64 tensor.
+
+    Raises:
+        ValueError: When the indices are not a permutation (out of range, duplicated or
+            overlapping). The duplicate check reads the result back, so like every index range
+            check it runs for CPU tensors only.
     """
-    order = torch.cat([idx_keep, idx_mask], dim=1)
-    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
-    return torch.empty_like(order).scatter_(1, order, positions)
+    check_tensor(idx_keep, "idx_keep", ndim=2, shape_doc="(B, K)", integer=True)
+    check_tensor(idx_mask, "idx_mask", ndim=2, shape_doc="(B, L - K)", integer=True)
+    if idx_keep.shape[0] != idx_mask.shape[0]:
+        raise ValueError(
+            f"idx_keep and idx_mask must have the same batch size, got {tuple(idx_keep.shape)} "
+            f"and {tuple(idx_mask.shape)}"
+        )
+    order = torch.cat([idx_keep.long(), idx_mask.long()], dim=1)
+    length = order.shape[1]
+    check_index(order, "idx_keep and idx_mask", length, order.shape[0])
+    restored = _inverse_permutation(order)
+    checkable = restored.device.type == "cpu" and not torch.compiler.is_compiling()
+    if checkable and restored.numel() and bool((restored < 0).any()):
+        raise ValueError(
+            f"idx_keep and idx_mask must together hold every position of range({length}) "
+            "exactly once per sample; some are duplicated or overlap"
+        )
+    return restored
 
 
 def _expand_index(index: Tensor, tokens: Tensor) -> Tensor:

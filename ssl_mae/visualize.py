@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ssl_mae._validation import check_mask_ratio, check_tensor
+from ssl_mae.core import as_masked_autoencoder
+from ssl_mae.loss import MAELoss
 from ssl_mae.masking import patchify, unpatchify
 
 __all__ = ["Reconstruction", "denormalize", "reconstruct", "save_reconstruction_grid"]
@@ -59,13 +61,11 @@ def reconstruct(
 ) -> Reconstruction:
     """Masks, encodes and decodes ``images`` and returns the four views of each.
 
-    Works for every model of :func:`ssl_mae.models.pretrain_module.masked_predictions`: the
-    seed :class:`~ssl_mae.models.MAE` (or any module with its ``forward(imgs, mask_ratio,
-    noise=, generator=) -> (loss, pred, mask)`` interface and an int ``patch_size``),
-    :class:`~ssl_mae.hivit.HiViTMAEForPreTraining`, :class:`~ssl_mae.models.SimpleMAE` and a
-    :class:`~ssl_mae.models.pretrain_module.PretrainModule` around one; each predicts every
-    patch. Norm-pix models (``criterion.norm_pix`` or ``norm_pix_loss``) are mapped back to
-    pixels. The model runs in eval mode; its mode is restored afterwards.
+    Works for every model built on :class:`~ssl_mae.MaskedAutoencoder` (the core itself,
+    ``MAE``, ``ViTMAEForPreTraining``, ``HiViTMAEForPreTraining``, ``SimpleMAE`` and a
+    ``PretrainModule`` around one): one call of its core, decoding every patch. Norm-pix models
+    (``MAELoss(norm_pix=True)``) are mapped back to pixels. The model runs in eval mode; its mode
+    is restored afterwards.
 
     Args:
         images: (B, C, H, W) model inputs (normalised as in training).
@@ -77,54 +77,33 @@ def reconstruct(
     Returns:
         :class:`Reconstruction` with tensors on the images' device.
     """
-    from ssl_mae.models.pretrain_module import masked_predictions
-
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module (an MAE), got {type(model).__name__}")
+    core = as_masked_autoencoder(model)
     images = check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)", floating=True)
     mask_ratio = check_mask_ratio(mask_ratio)
-    patch_size, norm_pix, eps = _target_spec(model)
     was_training = model.training
     model.eval()
     try:
-        _, pred, mask = masked_predictions(model, images, mask_ratio, noise, generator)
+        out = core(images, mask_ratio, noise, generator, decode_ratio=1.0)
     finally:
         model.train(was_training)
-    pred = pred.float()
+    pred = out.pred.float()
     original = images.float()
-    if norm_pix:
+    patch_size = int(core.encoder.patch_size)
+    criterion = core.loss
+    if isinstance(criterion, MAELoss) and criterion.norm_pix:
         target = patchify(original, patch_size)
         # The loss normalised each target patch with its own mean and unbiased variance.
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
-        pred = pred * (var + eps) ** 0.5 + mean
+        pred = pred * (var + criterion.eps) ** 0.5 + mean
     height, width = original.shape[-2:]
     channels = original.shape[1]
     reconstruction = unpatchify(pred, patch_size, channels=channels, image_size=(height, width))
-    patch_mask = mask.float().unsqueeze(-1).expand(-1, -1, patch_size * patch_size * channels)
+    patch_mask = out.mask.float().unsqueeze(-1).expand(-1, -1, patch_size * patch_size * channels)
     mask_image = unpatchify(patch_mask, patch_size, channels=channels, image_size=(height, width))
     masked = original * (1.0 - mask_image)
     pasted = original * (1.0 - mask_image) + reconstruction * mask_image
-    return Reconstruction(original, masked, reconstruction, pasted, mask)
-
-
-def _target_spec(model: nn.Module) -> tuple[int, bool, float]:
-    """``(patch_size, norm_pix, eps)`` of the model's reconstruction targets."""
-    from ssl_mae.loss import MAELoss
-    from ssl_mae.models.pretrain_module import input_spec
-
-    patch_size = getattr(model, "patch_size", None)
-    if not isinstance(patch_size, int):
-        try:
-            patch_size = input_spec(model).patch_size
-        except TypeError:
-            raise TypeError(
-                f"model must have an int patch_size attribute, got {patch_size!r}"
-            ) from None
-    criterion = getattr(model, "criterion", None)
-    if isinstance(criterion, MAELoss):
-        return patch_size, criterion.norm_pix, criterion.eps
-    return patch_size, bool(getattr(model, "norm_pix_loss", False)), 1e-6
+    return Reconstruction(original, masked, reconstruction, pasted, out.mask)
 
 
 def denormalize(images: Tensor, normalize: Mapping[str, Sequence[float]] | None) -> Tensor:

@@ -161,15 +161,18 @@ def test_same_seed_gives_the_same_loss_curve(tmp_path: Path, capsys: Any) -> Non
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
-    from ssl_mae.models import MAE
+    from ssl_mae.core import MAEOutput
+    from ssl_mae.training import PretrainModule
 
-    original = MAE.forward_loss
+    original = PretrainModule.mae_step
 
-    def nan_from_step_3(self: MAE, *args: Any) -> torch.Tensor:
-        loss = original(self, *args)
-        return loss * float("nan") if self.training and self.global_step >= 3 else loss
+    def nan_from_step_3(self: PretrainModule, *args: Any, **kwargs: Any) -> MAEOutput:
+        out = original(self, *args, **kwargs)
+        if self.training and self.global_step >= 3:
+            out.loss = out.loss * float("nan")
+        return out
 
-    monkeypatch.setattr(MAE, "forward_loss", nan_from_step_3)
+    monkeypatch.setattr(PretrainModule, "mae_step", nan_from_step_3)
     out_dir = tmp_path / "nan"
     argv = ["pretrain", *TINY, "--epochs", "1", "--output-dir", str(out_dir)]
     code, _, err = _run_main([*argv, "--checkpoint-every-n-steps", "1"], capsys)

@@ -14,6 +14,7 @@ from torch import nn
 
 from ssl_mae import convert, masking
 from ssl_mae.hf import ViTMAEConfig, ViTMAEForPreTraining, config_from_official_state_dict
+from ssl_mae.hf import keys as hf_keys
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 
 ATOL = 1e-5
@@ -159,7 +160,7 @@ def test_hf_and_official_layouts_convert_both_ways() -> None:
     model = ViTMAEForPreTraining(ViTMAEConfig(**TINY_HF))
     _randomize(model, 1)
     official = model.official_state_dict()
-    hf = convert.official_to_hf_state_dict(official)
+    hf = hf_keys.official_to_hf_state_dict(official)
     prefix = "vit.encoder.layer.1.attention.attention."
     qkv = official["blocks.1.attn.qkv.weight"]
     # Rows of the fused qkv projection are [query; key; value].
@@ -171,22 +172,22 @@ def test_hf_and_official_layouts_convert_both_ways() -> None:
         official["decoder_blocks.0.mlp.fc1.weight"],
     )
     assert hf[prefix + "query.weight"].data_ptr() != qkv.data_ptr()  # independent for safetensors
-    back = convert.hf_to_official_state_dict(hf)
+    back = hf_keys.hf_to_official_state_dict(hf)
     assert back.keys() == official.keys()
     assert all(torch.equal(back[k], official[k]) for k in official)
-    base = convert.official_to_hf_state_dict(
+    base = hf_keys.official_to_hf_state_dict(
         {k: v for k, v in official.items() if not convert._is_official_decoder_key(k)},
         base_model_prefix="",
     )
     assert "embeddings.cls_token" in base and "layernorm.weight" in base
 
     with pytest.raises(ValueError, match=r"not ViTMAE weights.*'vit.pooler.dense.weight'"):
-        convert.hf_to_official_state_dict({**hf, "vit.pooler.dense.weight": torch.zeros(1)})
+        hf_keys.hf_to_official_state_dict({**hf, "vit.pooler.dense.weight": torch.zeros(1)})
     incomplete = {k: v for k, v in hf.items() if k != prefix + "key.bias"}
     with pytest.raises(ValueError, match=r"incomplete query/key/value.*\['key'\]"):
-        convert.hf_to_official_state_dict(incomplete)
+        hf_keys.hf_to_official_state_dict(incomplete)
     with pytest.raises(ValueError, match="not an official MAE weight"):
-        convert.official_to_hf_state_dict({"blocks.0.attn.rope.weight": torch.zeros(1)})
+        hf_keys.official_to_hf_state_dict({"blocks.0.attn.rope.weight": torch.zeros(1)})
 
 
 @pytest.mark.parametrize(
@@ -214,7 +215,7 @@ def test_hf_and_official_layouts_convert_both_ways() -> None:
     ],
 )
 def test_normalize_hf_key(key: str, expected: str) -> None:
-    assert convert.normalize_hf_key(key) == expected
+    assert hf_keys.normalize_hf_key(key) == expected
 
 
 def test_unwrap_checkpoint_reads_files_and_containers(tmp_path: Path) -> None:

@@ -11,19 +11,16 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from ssl_mae.data import TensorImageDataset
-from ssl_mae.fast import (
-    GPUResidentLoader,
+from ssl_mae.data import GPUResidentLoader, TensorImageDataset
+from ssl_mae.flops import device_peak_flops, flops_per_image, mae_flops
+from ssl_mae.models import MAE, mae_vit_micro_patch4
+from ssl_mae.training.optim import make_adamw
+from ssl_mae.training.precision import (
     autocast_context,
     compile_available,
     compile_model,
     default_autocast_dtype,
-    device_peak_flops,
-    flops_per_image,
-    mae_flops,
-    make_adamw,
 )
-from ssl_mae.models.mae import MAE, mae_vit_micro_patch4
 from ssl_mae.transforms import BatchedMAEAugment
 
 # Float32 tolerance for "the same loss": fused/unfused AdamW and compiled/eager graphs reorder

@@ -265,7 +265,7 @@ def test_every_trainable_parameter_gets_a_gradient() -> None:
     assert trainable
     assert [n for n, p in trainable if p.grad is None] == []
     frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
-    assert frozen == ["decoder.decoder_pos_embed", "encoder.vit.pos_embed"]
+    assert frozen == ["model.decoder.decoder_pos_embed", "model.encoder.vit.pos_embed"]
 
 
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss() -> None:
@@ -358,14 +358,14 @@ def test_configure_optimizers_groups_and_lr_scaling() -> None:
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     no_decay_names = {names[id(p)] for p in no_decay["params"]}
-    assert {"encoder.vit.cls_token", "decoder.mask_token"} <= no_decay_names
+    tokens = {"model.encoder.vit.cls_token", "model.decoder.mask_token"}
+    assert tokens <= no_decay_names
     assert all(
-        p.ndim == 1 or n in {"encoder.vit.cls_token", "decoder.mask_token"}
-        for n, p in model.named_parameters()
-        if n in no_decay_names
+        p.ndim == 1 or n in tokens for n, p in model.named_parameters() if n in no_decay_names
     )
     assert all(p.ndim >= 2 and "token" not in names[id(p)] for p in decay["params"])
-    assert "encoder.vit.pos_embed" not in no_decay_names | {names[id(p)] for p in decay["params"]}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert "model.encoder.vit.pos_embed" not in no_decay_names | decayed
     for _ in range(10):
         optimizer.step()
         scheduler.step()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_mae.optim import (
+from ssl_mae.training.optim import (
     build_adamw,
     param_groups_weight_decay,
     scaled_lr,

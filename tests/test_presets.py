@@ -13,30 +13,25 @@ from PIL import Image
 from torch import nn
 
 from ssl_mae.cli import main
+from ssl_mae.core import MaskedAutoencoder, as_masked_autoencoder
 from ssl_mae.evaluation import extract_features
 from ssl_mae.hivit import HIVIT_MAE_PRESETS, HiViTMAEForPreTraining
 from ssl_mae.models import MAE, MAE_PRESETS, SimpleMAE, build_mae
 from ssl_mae.models.presets import (
     PRESET_FAMILIES,
     PRETRAIN_PRESETS,
-    SIMPLE_MAE_PRESETS,
+    build_model,
     build_pretrain_module,
     describe_presets,
     pretrain_module_from_checkpoint,
-    simple_mae_torchvision_vit_tiny,
 )
-from ssl_mae.models.pretrain_module import (
-    TRAINING_OPTIONS,
-    HiViTFeatureEncoder,
-    InputSpec,
-    PretrainModule,
-    default_mask_ratio,
-    feature_encoder,
-    input_spec,
-    masked_predictions,
-    reconstruction_criterion,
-)
+from ssl_mae.training import TRAINING_OPTIONS, PretrainModule
 from ssl_mae.visualize import reconstruct
+
+
+def _spec(module: PretrainModule) -> tuple[int, int, int]:
+    return module.img_size, module.in_chans, module.patch_size
+
 
 # Small enough for a busy 2-core machine: 64 training images, 4 steps per epoch.
 TINY = [
@@ -60,9 +55,8 @@ def _simple() -> PretrainModule:
 
 # --- the registry ---------------------------------------------------------------------------------
 def test_registry_holds_every_family_and_builds_the_right_types() -> None:
-    assert set(PRETRAIN_PRESETS) == set(MAE_PRESETS) | set(HIVIT_MAE_PRESETS) | set(
-        SIMPLE_MAE_PRESETS
-    )
+    simple = {name for name, p in PRETRAIN_PRESETS.items() if p.family == "simple_mae"}
+    assert set(PRETRAIN_PRESETS) == set(MAE_PRESETS) | set(HIVIT_MAE_PRESETS) | simple
     assert {p.family for p in PRETRAIN_PRESETS.values()} == set(PRESET_FAMILIES)
     mae = build_pretrain_module("mae_vit_micro_patch4", base_lr=1e-3)
     assert type(mae) is MAE and mae.hparams["base_lr"] == 1e-3  # seed checkpoints unchanged
@@ -90,103 +84,100 @@ def test_unknown_preset_lists_every_family() -> None:
 @pytest.mark.parametrize(
     ("name", "overrides", "expected"),
     [
-        ("mae_vit_micro_patch4", {}, InputSpec(28, 1, 4)),
-        ("mae_hivit_nano", {"in_chans": 1}, InputSpec(32, 1, 16)),
-        ("mae_hivit_nano", {"img_size": 48}, InputSpec(48, 3, 16)),
-        ("simple_mae_vit_micro", {"in_chans": 3, "img_size": 16}, InputSpec(16, 3, 4)),
-        ("simple_mae_vit_tiny", {"depth": 1}, InputSpec(28, 1, 4)),
-        ("simple_mae_torchvision_vit_tiny", {"depth": 1}, InputSpec(28, 1, 4)),
+        ("mae_vit_micro_patch4", {}, (28, 1, 4)),
+        ("mae_hivit_nano", {"in_chans": 1}, (32, 1, 16)),
+        ("mae_hivit_nano", {"img_size": 48}, (48, 3, 16)),
+        ("simple_mae_vit_micro", {"in_chans": 3, "img_size": 16}, (16, 3, 4)),
+        ("simple_mae_vit_tiny", {"depth": 1}, (28, 1, 4)),
+        ("simple_mae_torchvision_vit_tiny", {"depth": 1}, (28, 1, 4)),
     ],
 )
 def test_presets_take_the_common_overrides(
-    name: str, overrides: dict[str, Any], expected: InputSpec
+    name: str, overrides: dict[str, Any], expected: tuple[int, int, int]
 ) -> None:
     module = build_pretrain_module(name, mask_ratio=0.5, norm_pix_loss=True, **overrides)
-    assert input_spec(module) == expected
-    assert default_mask_ratio(module) == 0.5
-    criterion = reconstruction_criterion(module)
-    assert criterion is not None and criterion.norm_pix
-    images = torch.randn(2, expected.in_chans, expected.img_size, expected.img_size)
-    loss, pred, mask = masked_predictions(module, images)
-    num_patches = (expected.img_size // expected.patch_size) ** 2
-    assert pred.shape == (2, num_patches, expected.patch_size**2 * expected.in_chans)
-    assert mask.shape == (2, num_patches) and torch.isfinite(loss)
-    assert torch.equal(mask.sum(dim=1), torch.full((2,), num_patches - num_patches // 2.0))
+    img_size, in_chans, patch_size = expected
+    assert _spec(module) == expected
+    assert module.masked_autoencoder.mask_ratio == 0.5
+    assert module.norm_pix_loss
+    images = torch.randn(2, in_chans, img_size, img_size)
+    out = module.mae_step(images)
+    num_patches = (img_size // patch_size) ** 2
+    assert out.pred.shape == (2, num_patches, patch_size**2 * in_chans)
+    assert out.mask.shape == (2, num_patches) and torch.isfinite(out.loss)
+    assert torch.equal(out.mask.sum(dim=1), torch.full((2,), num_patches - num_patches // 2.0))
 
 
 def test_bad_sizes_and_torchvision_channels() -> None:
     with pytest.raises(ValueError, match="img_size must be a multiple of patch_size"):
         build_pretrain_module("simple_mae_vit_micro", img_size=30)
     with pytest.raises(ValueError, match="img_size must be a multiple of patch_size"):
-        simple_mae_torchvision_vit_tiny(img_size=30)
+        build_model("simple_mae_torchvision_vit_tiny", img_size=30)
     with pytest.raises(ValueError, match="multiple of patch_size"):
         build_pretrain_module("mae_hivit_nano", img_size=28)
-    rgb = simple_mae_torchvision_vit_tiny(in_chans=3, depth=1)
-    assert input_spec(rgb).in_chans == 3 and rgb(torch.randn(1, 3, 28, 28)).ndim == 0
+    rgb = build_model("simple_mae_torchvision_vit_tiny", in_chans=3, depth=1)
+    assert isinstance(rgb, SimpleMAE) and rgb.encoder.in_chans == 3
+    assert rgb(torch.randn(1, 3, 28, 28)).ndim == 0
 
 
-# --- the uniform view -----------------------------------------------------------------------------
-def test_simple_mae_predictions_match_its_own_forward() -> None:
+# --- every model runs through the core -----------------------------------------------------------
+def test_simple_mae_outputs_come_from_its_core() -> None:
     model = _simple().model
     assert isinstance(model, SimpleMAE)
     images = torch.randn(3, 1, 28, 28)
     noise = torch.rand(3, 49)
     own = model.forward_with_outputs(images, noise=noise)
-    loss, pred, mask = masked_predictions(model, images, noise=noise)
-    assert torch.allclose(loss, own.loss, atol=1e-6)
-    assert torch.equal(mask.nonzero()[:, 1].view(3, -1), (own.idx_mask - 1).sort(dim=1).values)
-    at_mask = pred.gather(1, (own.idx_mask - 1)[..., None].expand(-1, -1, pred.shape[-1]))
-    assert torch.allclose(at_mask, own.pred, atol=1e-5)
+    out = as_masked_autoencoder(model)(images, noise=noise)
+    assert torch.equal(out.loss, own.loss)
+    assert torch.equal(out.mask.nonzero()[:, 1].view(3, -1), (own.idx_mask - 1).sort(dim=1).values)
+    at_mask = out.pred.gather(1, (own.idx_mask - 1)[..., None].expand(-1, -1, out.pred.shape[-1]))
+    assert torch.equal(at_mask, own.pred)
     with pytest.raises(ValueError, match=r"images must be 28x28"):
-        masked_predictions(model, torch.randn(1, 1, 32, 32))
-    with pytest.raises(ValueError, match=r"mask_ratio must be in \(0, 1\)"):
-        masked_predictions(model, images, mask_ratio=0.0)
+        as_masked_autoencoder(model)(torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"img must be 28x28"):
+        model(torch.randn(1, 1, 32, 32))
 
 
-def test_hivit_predictions_use_its_forward_and_any_mask_ratio() -> None:
+def test_hivit_core_takes_any_mask_ratio_without_touching_the_backbone() -> None:
     model = _hivit().model
     assert isinstance(model, HiViTMAEForPreTraining)
     images = torch.randn(2, 1, 32, 32)
     noise = torch.rand(2, 4)
     expected = model.forward_with_predictions(images, noise=noise)
-    for actual, wanted in zip(
-        masked_predictions(model, images, noise=noise), expected, strict=True
-    ):
+    out = model.masked_autoencoder(images, noise=noise)
+    for actual, wanted in zip((out.loss, out.pred, out.mask), expected, strict=True):
         assert torch.equal(actual, wanted)
-    _, _, mask = masked_predictions(model, images, mask_ratio=0.25, noise=noise)
-    assert mask.sum().item() == 2 * 1 and model.backbone.mask_ratio == 0.75  # restored
+    out = model.masked_autoencoder(images, mask_ratio=0.25, noise=noise)
+    assert out.mask.sum().item() == 2 * 1 and model.backbone.mask_ratio == 0.75
 
 
 def test_feature_encoders_encode_without_masking() -> None:
     hivit = _hivit()
-    encoder = feature_encoder(hivit)
-    assert isinstance(encoder, HiViTFeatureEncoder) and encoder.num_prefix_tokens == 0
+    encoder = hivit.feature_encoder()
+    model = hivit.model
+    assert isinstance(model, HiViTMAEForPreTraining)
+    assert encoder is model.backbone and encoder.num_prefix_tokens == 0
     images = torch.randn(4, 1, 32, 32)
     labels = torch.arange(4)
     features, _ = extract_features(encoder, [(images, labels)], pool="mean")
-    model = hivit.model
-    assert isinstance(model, HiViTMAEForPreTraining)
     tokens = model.backbone(images, mask=False)[0]
     assert tokens.shape == (4, 4, 96)
     assert torch.allclose(features, tokens.mean(dim=1), atol=1e-5)
-    assert torch.allclose(encoder(images), features, atol=1e-5)
     # Weights are shared: the module's state dict holds each parameter once.
-    assert all(not key.startswith("feature") for key in hivit.state_dict())
+    assert len(hivit.state_dict()) == len({id(t) for t in hivit.state_dict().values()})
     simple = _simple()
-    assert feature_encoder(simple) is simple.model.encoder
+    assert isinstance(simple.model, SimpleMAE)
+    assert simple.feature_encoder() is simple.model.encoder
     mae = build_mae("mae_vit_micro_patch4")
-    assert feature_encoder(mae) is mae.encoder
-    with pytest.raises(TypeError, match="MAEHiViT"):
-        HiViTFeatureEncoder(nn.Linear(2, 2))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="model must be"):
-        feature_encoder(nn.Linear(2, 2))
+    assert mae.feature_encoder() is mae.encoder
+    with pytest.raises(TypeError, match="model must be a MaskedAutoencoder"):
+        PretrainModule(nn.Linear(2, 2))
 
 
 @pytest.mark.parametrize("make", [_hivit, _simple])
 def test_reconstruct_draws_hivit_and_simple_mae(make: Any) -> None:
     module = make()
-    spec = input_spec(module)
-    images = torch.randn(2, 1, spec.img_size, spec.img_size)
+    images = torch.randn(2, 1, module.img_size, module.img_size)
     result = reconstruct(module, images, mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
     assert result.reconstruction.shape == images.shape
     visible = result.masked != 0
@@ -224,14 +215,15 @@ def test_pretrain_module_has_the_optimiser_recipe_of_mae() -> None:
 
 
 def test_pretrain_module_rejects_bad_arguments() -> None:
-    with pytest.raises(TypeError, match=r"model must be an nn\.Module"):
+    core = _simple().masked_autoencoder
+    with pytest.raises(TypeError, match=r"model must be a MaskedAutoencoder"):
         PretrainModule("hivit")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"unknown keyword arguments \['epochs'\]"):
-        PretrainModule(nn.Linear(2, 2), epochs=3)
+        PretrainModule(core, epochs=3)
     with pytest.raises(ValueError, match="base_lr must be a number >= 0"):
-        PretrainModule(nn.Linear(2, 2), base_lr=-1.0)
+        PretrainModule(core, base_lr=-1.0)
     with pytest.raises(TypeError, match="model_overrides must hold plain values"):
-        PretrainModule(nn.Linear(2, 2), model_overrides={"norm": nn.LayerNorm})
+        PretrainModule(core, model_overrides={"norm": nn.LayerNorm})
 
 
 def test_checkpoint_round_trip_rebuilds_the_preset() -> None:
@@ -241,9 +233,10 @@ def test_checkpoint_round_trip_rebuilds_the_preset() -> None:
     assert isinstance(rebuilt, PretrainModule) and rebuilt.hparams["lr"] == 1e-3
     images = torch.randn(2, 1, 32, 32)
     noise = torch.rand(2, 4)
-    expected = masked_predictions(module, images, noise=noise)[1]
-    assert torch.equal(masked_predictions(rebuilt, images, noise=noise)[1], expected)
-    custom = PretrainModule(nn.Linear(2, 2))
+    expected = module.mae_step(images, noise=noise).pred
+    assert torch.equal(rebuilt.mae_step(images, noise=noise).pred, expected)
+    custom = PretrainModule(_simple().masked_autoencoder)
+    assert isinstance(custom.model, MaskedAutoencoder)
     with pytest.raises(ValueError, match="without a preset"):
         pretrain_module_from_checkpoint(
             {"hyper_parameters": dict(custom.hparams), "state_dict": custom.state_dict()}

@@ -17,7 +17,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from ssl_mae.data import ImageFolderDataset, TensorImageDataset
+from ssl_mae.data import ImageFolderDataset, TensorImageDataset, normalize_images
+from ssl_mae.evaluation import knn_evaluate
 from ssl_mae.training import (
     AtomicCheckpointIO,
     NonFiniteLossError,
@@ -28,8 +29,6 @@ from ssl_mae.training import (
     SkippedFilesReport,
     batch_seed,
     count_skipped_files,
-    knn_evaluate,
-    normalize_images,
     save_atomic,
     write_json_atomic,
 )

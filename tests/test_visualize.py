@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
-from ssl_mae.loss import normalize_patches
-from ssl_mae.masking import patchify, unpatchify
+from ssl_mae import MAEDecoder, MaskedVisionTransformer
+from ssl_mae.core import MAEOutput, MaskedAutoencoder
+from ssl_mae.loss import MAELoss, normalize_patches
+from ssl_mae.masking import unpatchify
 from ssl_mae.models import build_mae
 from ssl_mae.visualize import (
     Reconstruction,
@@ -21,28 +23,34 @@ from ssl_mae.visualize import (
 )
 
 
-class _PerfectPredictor(nn.Module):
-    """Predicts the true patches (norm-pix normalised when ``norm_pix_loss``), a random mask."""
+class _PerfectCore(MaskedAutoencoder):
+    """A real MAE step whose predictions are replaced by the true (norm-pix normalised when
+    the loss says so) patches."""
 
-    def __init__(self, patch_size: int, norm_pix_loss: bool) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.norm_pix_loss = norm_pix_loss
+    def __init__(self, height: int, width: int, channels: int, norm_pix: bool) -> None:
+        encoder = MaskedVisionTransformer.from_timm(
+            {"img_size": (height, width), "patch_size": 4, "in_chans": channels,
+             "embed_dim": 16, "depth": 1, "num_heads": 2},
+            use_mask_token=False,
+        )  # fmt: skip
+        decoder = MAEDecoder(
+            num_patches=encoder.num_patches, patch_size=4, in_chans=channels, embed_dim=16,
+            decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2,
+            grid_size=encoder.grid_size,
+        )  # fmt: skip
+        super().__init__(encoder, decoder, MAELoss(norm_pix=norm_pix))
 
-    def forward(
-        self, imgs: Tensor, mask_ratio: float, noise: Any = None, generator: Any = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        patches = patchify(imgs, self.patch_size)
-        pred = normalize_patches(patches) if self.norm_pix_loss else patches
-        mask = (torch.rand(patches.shape[:2], generator=generator) < mask_ratio).float()
-        return pred.sum() * 0, pred, mask
+    def forward(self, images: Tensor, *args: Any, **kwargs: Any) -> MAEOutput:
+        out = super().forward(images, *args, **kwargs)
+        out.pred = normalize_patches(out.target) if self.loss.norm_pix else out.target
+        return out
 
 
 @pytest.mark.parametrize("norm_pix", [False, True])
 def test_perfect_predictions_reconstruct_the_input(norm_pix: bool) -> None:
     # Norm-pix predictions must be mapped back with each target patch's own mean and variance.
     images = torch.rand(2, 3, 8, 12) * 4 - 1
-    result = reconstruct(_PerfectPredictor(4, norm_pix), images, mask_ratio=0.5)
+    result = reconstruct(_PerfectCore(8, 12, 3, norm_pix), images, mask_ratio=0.5)
     assert torch.allclose(result.reconstruction, images, atol=1e-4)
     assert torch.allclose(result.pasted, images, atol=1e-4)
 
@@ -96,7 +104,7 @@ def test_denormalize_inverts_normalisation() -> None:
 
 def test_grid_png_has_one_row_per_image(tmp_path: Path) -> None:
     images = torch.rand(5, 1, 8, 8)
-    result = reconstruct(_PerfectPredictor(4, False), images, mask_ratio=0.5)
+    result = reconstruct(_PerfectCore(8, 8, 1, False), images, mask_ratio=0.5)
     path = save_reconstruction_grid(result, tmp_path / "out" / "grid.png", dpi=50)
     with Image.open(path) as png:
         assert png.format == "PNG"

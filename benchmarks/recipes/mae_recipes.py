@@ -222,7 +222,7 @@ class LinearProbeModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         from ssl_mae.evaluation import LARS
-        from ssl_mae.optim import warmup_cosine_scheduler
+        from ssl_mae.training.optim import warmup_cosine_scheduler
 
         optimizer = LARS(self.probe.parameters(), lr=self.lr, weight_decay=0.0)
         scheduler = warmup_cosine_scheduler(optimizer, self.total, self.warm)
@@ -259,7 +259,7 @@ class FineTuneModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         from ssl_mae.evaluation import param_groups_layer_decay
-        from ssl_mae.optim import build_adamw, warmup_cosine_scheduler
+        from ssl_mae.training.optim import build_adamw, warmup_cosine_scheduler
 
         opts = self.recipe.options
         groups = param_groups_layer_decay(self.model, self.recipe.weight_decay, opts["layer_decay"])

@@ -27,7 +27,12 @@ from torchvision.transforms import v2
 from ssl_mae import MAEDecoder, MAELoss, MaskedVisionTransformer, random_token_mask
 from ssl_mae.data import build_dataset, dataset_channels
 from ssl_mae.loss import masked_patch_targets
-from ssl_mae.optim import build_adamw, param_groups_weight_decay, scaled_lr, warmup_cosine_scheduler
+from ssl_mae.training.optim import (
+    build_adamw,
+    param_groups_weight_decay,
+    scaled_lr,
+    warmup_cosine_scheduler,
+)
 from ssl_mae.transforms import (
     FASHION_MNIST_NORMALIZE,
     IMAGENET_NORMALIZE,

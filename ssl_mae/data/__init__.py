@@ -3,7 +3,9 @@
 * ``load_fashion_mnist`` / ``FashionMNISTDataset``: official IDX files (Debian package or any
   directory), torchvision download as fallback.
 * ``ImageFolderDataset`` + ``collate_skip_none``: any folder of images, robust to bad files.
-* ``TensorImageDataset``: a uint8 tensor ``(N, C, H, W)`` held in memory (CPU or GPU).
+* ``TensorImageDataset``: a uint8 tensor ``(N, C, H, W)`` held in memory (CPU or GPU);
+  ``GPUResidentLoader`` serves such a tensor from the device with on-device augmentation.
+* ``normalize_images``: stored uint8 images to model inputs (scale, resize, normalise).
 * ``build_dataset(name, ...)``: one factory for all of them and CIFAR-10/100, STL-10;
   ``dataset_channels(name)`` gives the model's ``in_chans``.
 """
@@ -14,6 +16,7 @@ from ssl_mae.data.factory import (
     build_dataset,
     dataset_channels,
     dataset_info,
+    unwrap_subset,
 )
 from ssl_mae.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
@@ -23,6 +26,7 @@ from ssl_mae.data.fashion_mnist import (
     read_fashion_mnist_files,
     read_idx,
 )
+from ssl_mae.data.gpu_loader import GPUResidentLoader
 from ssl_mae.data.image_folder import (
     IMAGE_EXTENSIONS,
     ImageFolderDataset,
@@ -36,6 +40,7 @@ from ssl_mae.data.locations import (
     FASHION_MNIST_ENV,
     default_data_root,
 )
+from ssl_mae.data.normalize import normalize_images
 from ssl_mae.data.tensor_dataset import UNLABELED, TensorImageDataset, tensor_to_pil
 from ssl_mae.data.torchvision_datasets import STL10_SPLITS, build_torchvision_dataset
 
@@ -51,6 +56,7 @@ __all__ = [
     "UNLABELED",
     "DatasetInfo",
     "FashionMNISTDataset",
+    "GPUResidentLoader",
     "ImageFolderDataset",
     "TensorImageDataset",
     "build_dataset",
@@ -63,8 +69,10 @@ __all__ = [
     "find_fashion_mnist_files",
     "load_fashion_mnist",
     "load_image",
+    "normalize_images",
     "pil_to_tensor",
     "read_fashion_mnist_files",
     "read_idx",
     "tensor_to_pil",
+    "unwrap_subset",
 ]

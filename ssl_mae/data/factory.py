@@ -127,3 +127,12 @@ def build_dataset(
             raise ValueError("root must be given for the 'folder' dataset, got None")
         return ImageFolderDataset(root, transform=transform, **kwargs)
     return build_torchvision_dataset(key, root=root, train=train, transform=transform, **kwargs)
+
+
+def unwrap_subset(dataset: Any) -> Any:
+    """The dataset inside any number of ``torch.utils.data.Subset`` wrappers."""
+    from torch.utils.data import Subset
+
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset

@@ -1,6 +1,6 @@
 """Learning-rate helpers for the linear probe and fine-tuning.
 
-The warmup + cosine schedule itself lives once, in :func:`ssl_mae.optim.warmup_cosine`
+The warmup + cosine schedule itself lives once, in :func:`ssl_mae.training.optim.warmup_cosine`
 (pretraining uses it too); ``warmup_cosine_lr`` is that function under the name the evaluation
 code has always used.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch.optim import Optimizer
 
-from ssl_mae.optim import warmup_cosine as warmup_cosine_lr
+from ssl_mae.training.optim import warmup_cosine as warmup_cosine_lr
 
 __all__ = ["set_learning_rate", "warmup_cosine_lr"]
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ssl_mae._validation import check_mask_ratio, check_positive_int, to_2tuple
+from ssl_mae.hf.io import CONFIG_NAME, resolve_pretrained_directory
 
 __all__ = ["CONFIG_NAME", "ViTMAEConfig"]
 
-CONFIG_NAME = "config.json"
 
 # Keys every Hugging Face config carries that say nothing about the architecture; they are not
 # kept when reading (``architectures`` is rewritten by ``save_pretrained``).
@@ -239,7 +239,6 @@ class ViTMAEConfig:
         path = Path(pretrained_model_name_or_path)
         if path.is_file():
             return cls.from_json_file(path)
-        from ssl_mae.hf.io import resolve_pretrained_directory
 
         directory = resolve_pretrained_directory(
             pretrained_model_name_or_path,

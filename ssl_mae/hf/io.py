@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ssl_mae.hf.configuration import CONFIG_NAME
-
 __all__ = [
+    "CONFIG_NAME",
     "SAFE_WEIGHTS_INDEX_NAME",
     "SAFE_WEIGHTS_NAME",
     "WEIGHTS_NAME",
@@ -24,6 +23,7 @@ __all__ = [
     "save_state_dict_to_directory",
 ]
 
+CONFIG_NAME = "config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 WEIGHTS_NAME = "pytorch_model.bin"

@@ -22,24 +22,25 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from ssl_mae import convert, masking
 from ssl_mae._validation import check_tensor
-from ssl_mae.hf.configuration import CONFIG_NAME, ViTMAEConfig
+from ssl_mae.core import MaskedAutoencoder, encode_visible
+from ssl_mae.hf.configuration import ViTMAEConfig
 from ssl_mae.hf.io import (
+    CONFIG_NAME,
     load_state_dict_from_directory,
     resolve_pretrained_directory,
     save_state_dict_to_directory,
 )
+from ssl_mae.hf.keys import hf_to_official_state_dict, normalize_hf_key, official_to_hf_state_dict
 from ssl_mae.loss import MAELoss
 from ssl_mae.modules.decoder import MAEDecoder
-from ssl_mae.modules.masked_vision_transformer import MaskedVisionTransformer
-from ssl_mae.pos_embed import interpolate_pos_embed
+from ssl_mae.modules.encoder import MaskedVisionTransformer, block_forward_with_attention
 
 __all__ = [
     "ModelOutput",
@@ -143,41 +144,9 @@ def _build_decoder(config: ViTMAEConfig) -> MAEDecoder:
         grid_size=config.grid_size,
         qkv_bias=config.qkv_bias,
         act_layer=activation_layer(config.hidden_act),
+        pos_embed_resize="sequence",  # Hugging Face resizes the decoder table as a sequence
     )
     return decoder
-
-
-def block_forward_with_attention(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Runs a timm ``Block`` with explicit attention, also returning the attention probabilities.
-
-    Computes the same function as ``block(x)`` (which uses fused scaled-dot-product attention),
-    through the block's own modules and weights.
-
-    Args:
-        block: A timm ``vision_transformer.Block`` (without gated attention).
-        x: (B, N, D) tokens.
-
-    Returns:
-        ``(out, probs)``: the block output (B, N, D) and the attention probabilities
-        (B, heads, N, N) after attention dropout, as Hugging Face returns them.
-    """
-    blk = cast(Any, block)
-    attn = blk.attn
-    if getattr(attn, "gate", None) is not None:
-        raise ValueError("block_forward_with_attention does not support gated attention blocks")
-    y = blk.norm1(x)
-    batch_size, length, _ = y.shape
-    qkv = attn.qkv(y).reshape(batch_size, length, 3, attn.num_heads, attn.head_dim)
-    query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    query, key = attn.q_norm(query), attn.k_norm(key)
-    scores = (query * attn.scale) @ key.transpose(-2, -1)
-    probs = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
-    probs = attn.attn_drop(probs)
-    out = (probs @ value).transpose(1, 2).reshape(batch_size, length, -1)
-    out = attn.proj_drop(attn.proj(attn.norm(out)))
-    x = x + blk.drop_path1(blk.ls1(out))
-    x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-    return x, probs
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,7 +310,7 @@ class ViTMAEPreTrainedModel(nn.Module):
     # --- Hugging Face layout ------------------------------------------------------------------
     def hf_state_dict(self) -> dict[str, Tensor]:
         """The weights with Hugging Face ViTMAE names (hub layout, separate query/key/value)."""
-        return convert.official_to_hf_state_dict(
+        return official_to_hf_state_dict(
             self.official_state_dict(), base_model_prefix=self.base_model_prefix
         )
 
@@ -364,7 +333,7 @@ class ViTMAEPreTrainedModel(nn.Module):
         Raises:
             ValueError: Naming the missing, unexpected or mis-shaped keys.
         """
-        provided = {convert.normalize_hf_key(k): v for k, v in state_dict.items()}
+        provided = {normalize_hf_key(k): v for k, v in state_dict.items()}
         has_prefix = any(k.startswith("vit.") for k in provided)
         prefix = self.base_model_prefix
         if has_prefix and not prefix:
@@ -381,9 +350,7 @@ class ViTMAEPreTrainedModel(nn.Module):
             strict=strict,
             ignore_unexpected=() if prefix else ("decoder.",),
         )
-        official = convert.hf_to_official_state_dict(
-            {k: v for k, v in provided.items() if k in expected}
-        )
+        official = hf_to_official_state_dict({k: v for k, v in provided.items() if k in expected})
         encoder, decoder = self._modules_for_official()
         convert.load_official(encoder, decoder, official, strict=False)
         return missing
@@ -467,27 +434,6 @@ class ViTMAEModel(ViTMAEPreTrainedModel):
         """Recompute encoder block activations in the backward pass to save memory."""
         self.encoder.set_grad_checkpointing(True)
 
-    def check_pixel_values(
-        self, pixel_values: Tensor, interpolate_pos_encoding: bool = False
-    ) -> tuple[int, int]:
-        """Validates a batch of images and returns its patch grid ``(h, w)``.
-
-        Args:
-            pixel_values: (B, C, H, W) images; (H, W) must be the configured image size unless
-                ``interpolate_pos_encoding`` is set, and multiples of the patch size.
-            interpolate_pos_encoding: Allow other image sizes.
-        """
-        check_tensor(pixel_values, "pixel_values", ndim=4, shape_doc="(B, C, H, W)", floating=True)
-        grid = self.encoder.check_images(pixel_values, name="pixel_values")
-        height, width = pixel_values.shape[2:]
-        if not interpolate_pos_encoding and (height, width) != self.config.image_hw:
-            raise ValueError(
-                f"pixel_values must be {self.config.image_hw[0]}x{self.config.image_hw[1]} "
-                f"(config.image_size), got {height}x{width}; pass interpolate_pos_encoding=True "
-                "for other sizes"
-            )
-        return grid
-
     def forward(
         self,
         pixel_values: Tensor,
@@ -497,10 +443,12 @@ class ViTMAEModel(ViTMAEPreTrainedModel):
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ) -> ViTMAEModelOutput | tuple[Any, ...]:
-        """Masks ``config.mask_ratio`` of the patches and encodes the rest.
+        """Masks ``config.mask_ratio`` of the patches and encodes the rest (the first half of
+        the package's MAE step, :func:`ssl_mae.core.encode_visible`).
 
         Args:
-            pixel_values: (B, C, H, W) images.
+            pixel_values: (B, C, H, W) images of ``config.image_size`` (any multiple of the
+                patch size with ``interpolate_pos_encoding``).
             noise: Optional (B, L) noise; the patches with the smallest noise are kept, so the
                 same noise gives the same mask as ``transformers``.
             interpolate_pos_encoding: Resize the position embedding for other image sizes.
@@ -511,47 +459,22 @@ class ViTMAEModel(ViTMAEPreTrainedModel):
         Returns:
             :class:`ViTMAEModelOutput`.
         """
-        grid = self.check_pixel_values(pixel_values, interpolate_pos_encoding)
-        batch_size, num_patches = pixel_values.shape[0], grid[0] * grid[1]
-        if isinstance(noise, Tensor):
-            noise = noise.to(pixel_values.device)
-        idx_keep, idx_mask = masking.random_token_mask(
-            (batch_size, 1 + num_patches),
-            mask_ratio=self.config.mask_ratio,
-            num_prefix_tokens=1,
-            device=pixel_values.device,
+        visible = encode_visible(
+            self.encoder,
+            pixel_values,
+            self.config.mask_ratio,
             noise=noise,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            input_name="pixel_values",
         )
-        hidden_states: list[Tensor] | None = None
-        attentions: list[Tensor] | None = None
-        if not (output_attentions or output_hidden_states):
-            last_hidden_state = self.encoder.encode(pixel_values, idx_keep=idx_keep)
-        else:
-            vit = self.encoder.vit
-            tokens = vit.norm_pre(self.encoder.preprocess(pixel_values, idx_keep=idx_keep))
-            hidden_states, attentions = [tokens], []
-            for block in vit.blocks:
-                if output_attentions:
-                    tokens, probs = block_forward_with_attention(block, tokens)
-                    attentions.append(probs)
-                elif self.encoder.grad_checkpointing and torch.is_grad_enabled():
-                    tokens = cast(Tensor, checkpoint(block, tokens, use_reentrant=False))
-                else:
-                    tokens = block(tokens)
-                hidden_states.append(tokens)
-            last_hidden_state = vit.norm(tokens)
-
-        # The official/HF bookkeeping over patch tokens (index 0 of the sequence is the class).
-        patch_keep, patch_mask = idx_keep[:, 1:] - 1, idx_mask - 1
-        ids_restore = masking.restore_index(patch_keep, patch_mask)
-        mask = torch.zeros(batch_size, num_patches, device=pixel_values.device)
-        mask.scatter_(1, patch_mask, 1.0)
         output = ViTMAEModelOutput(
-            last_hidden_state=last_hidden_state,
-            mask=mask,
-            ids_restore=ids_restore,
-            hidden_states=tuple(hidden_states) if output_hidden_states and hidden_states else None,
-            attentions=tuple(attentions) if output_attentions and attentions is not None else None,
+            last_hidden_state=visible.latent,
+            mask=visible.mask,
+            ids_restore=visible.ids_restore,
+            hidden_states=visible.hidden_states,
+            attentions=visible.attentions,
         )
         return output if return_dict else output.to_tuple()
 
@@ -575,6 +498,19 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
         self.vit = ViTMAEModel(config)
         self.decoder = _build_decoder(config)
         self.loss_fn = MAELoss(norm_pix=config.norm_pix_loss)
+        # The MAE step over the blocks registered above. It is held without registering it a
+        # second time, so the module tree and the state dict keep this model's own layout.
+        object.__setattr__(
+            self,
+            "_core",
+            MaskedAutoencoder(self.vit.encoder, self.decoder, self.loss_fn, config.mask_ratio),
+        )
+
+    @property
+    def masked_autoencoder(self) -> MaskedAutoencoder:
+        """The core that runs every step (sharing this model's encoder, decoder and loss)."""
+        core: MaskedAutoencoder = self.__dict__["_core"]
+        return core
 
     def _modules_for_official(self) -> tuple[MaskedVisionTransformer, MAEDecoder | None]:
         return self.vit.encoder, self.decoder
@@ -722,28 +658,17 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
 
         Args:
             latent: (B, 1 + L_keep, D) encoder output (class token first).
-            ids_restore: (B, L) permutation restoring the patch order.
+            ids_restore: (B, L) permutation restoring the patch order; another L than the
+                configured one resizes the decoder's position table as a sequence, as
+                Hugging Face does.
 
         Returns:
             (B, L, p * p * C) logits.
         """
-        decoder = self.decoder
-        num_patches = ids_restore.shape[1]
-        if num_patches == decoder.num_patches:
-            return decoder.predict_all(latent, ids_restore)
-        # Another image size: Hugging Face resizes the decoder position table as a 1-D sequence
-        # (bicubic over the flattened patch order), which is interpolate_pos_embed on a 1 x L grid.
         check_tensor(ids_restore, "ids_restore", ndim=2, shape_doc="(B, L)", integer=True)
-        x = decoder.embed(latent)
-        tokens = torch.cat([x[:, :1], decoder.insert_mask_tokens(x[:, 1:], ids_restore)], dim=1)
-        pos_embed = interpolate_pos_embed(
-            decoder.decoder_pos_embed,
-            new_grid=(1, num_patches),
-            num_prefix_tokens=1,
-            old_grid=(1, decoder.num_patches),
-            antialias=False,
-        )
-        return decoder.predict(decoder.decode(tokens, pos_embed=pos_embed)[:, 1:])
+        num_patches = ids_restore.shape[1]
+        grid = None if num_patches == self.decoder.num_patches else (1, num_patches)
+        return self.decoder.predict_all(latent, ids_restore, grid_size=grid)
 
     def forward(
         self,
@@ -754,7 +679,8 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ) -> ViTMAEForPreTrainingOutput | tuple[Any, ...]:
-        """Masks, encodes, decodes and computes the reconstruction loss.
+        """Masks, encodes, decodes and computes the reconstruction loss: one call of the
+        package's MAE step (:class:`~ssl_mae.MaskedAutoencoder`).
 
         Args:
             pixel_values: (B, C, H, W) images.
@@ -769,27 +695,21 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
             (B, L, p * p * C), ``mask`` (B, L), ``ids_restore`` (B, L), and optionally
             ``hidden_states`` and ``attentions``.
         """
-        encoded = cast(
-            ViTMAEModelOutput,
-            self.vit(
-                pixel_values,
-                noise=noise,
-                interpolate_pos_encoding=interpolate_pos_encoding,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-            ),
+        out = self.masked_autoencoder(
+            pixel_values,
+            self.config.mask_ratio,
+            noise,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            input_name="pixel_values",
         )
-        assert encoded.last_hidden_state is not None and encoded.ids_restore is not None
-        assert encoded.mask is not None
-        logits = self.forward_decoder(encoded.last_hidden_state, encoded.ids_restore)
-        target = self.patchify(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        loss = self.loss_fn(logits, target, encoded.mask)
         output = ViTMAEForPreTrainingOutput(
-            loss=loss,
-            logits=logits,
-            mask=encoded.mask,
-            ids_restore=encoded.ids_restore,
-            hidden_states=encoded.hidden_states,
-            attentions=encoded.attentions,
+            loss=out.loss,
+            logits=out.pred,
+            mask=out.mask,
+            ids_restore=out.ids_restore,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
         )
         return output if return_dict else output.to_tuple()

@@ -1,14 +1,13 @@
 """The seed MAE model: the official ``models_mae.py`` interface as a Lightning module.
 
 ``MAE`` keeps the method names of facebookresearch/mae (``patchify``, ``random_masking``,
-``forward_encoder``, ``forward_decoder``, ``forward_loss``) but owns no algorithm of its own: each
-method hands over to the shared blocks, so the data path reads
-
-    random_token_mask ─ MaskedVisionTransformer.encode(idx_keep) ─ MAEDecoder.predict_all ─ MAELoss
-
-Checkpoints in the official key layout load with :meth:`MAE.load_official` (or build the model
-from one with :meth:`MAE.from_official`) and give the official loss for the same weights and
-noise.
+``forward_encoder``, ``forward_decoder``, ``forward_loss``) and its attribute and state-dict names
+(``patch_embed``, ``cls_token``, ``blocks``, ..., ``decoder_pred``), but owns no algorithm of its
+own: its core is a :class:`~ssl_mae.MaskedAutoencoder` over a
+:class:`~ssl_mae.modules.MaskedVisionTransformer` and an :class:`~ssl_mae.modules.MAEDecoder`,
+and it trains with :class:`~ssl_mae.training.PretrainModule`. Official checkpoints load with
+plain ``load_state_dict`` (strict or not), and ``state_dict()`` loads into the official
+``MaskedAutoencoderViT`` with ``strict=True``.
 """
 
 from __future__ import annotations
@@ -23,31 +22,21 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ssl_mae import convert, masking
-from ssl_mae._validation import check_positive_int
+from ssl_mae._validation import check_mask_ratio, check_positive_int
+from ssl_mae.core import MaskedAutoencoder, encode_visible
 from ssl_mae.loss import MAELoss
-from ssl_mae.models.recipe import (
-    TRAINING_DEFAULTS,
-    MAEOptimizerRecipe,
-    check_training_options,
-    images_from_batch,
-)
-from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer, init_mae_weights
-from ssl_mae.pos_embed import get_2d_sincos_pos_embed
+from ssl_mae.models.layout import install_layout
+from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
+from ssl_mae.training.module import TRAINING_OPTIONS, PretrainModule
 
-__all__ = [
-    "MAE",
-    "MAE_PRESETS",
-    "build_mae",
-    "mae_vit_base_patch16",
-    "mae_vit_huge_patch14",
-    "mae_vit_large_patch16",
-    "mae_vit_micro_patch4",
-    "mae_vit_micro_patch7",
-    "mae_vit_tiny_patch4",
-]
+__all__ = ["MAE", "MAE_OPTIONS"]
 
 # Attention heads of the official encoders by width (heads do not show in the weights).
 _OFFICIAL_NUM_HEADS = {768: 12, 1024: 16, 1280: 16}
+#: ``MAE(**kwargs)``: the training options plus the two model-side options.
+MAE_OPTIONS: Mapping[str, Any] = {"mask_ratio": 0.75, "layer_norm_eps": None, **TRAINING_OPTIONS}
+_ENCODER = "model.encoder.vit."
+_DECODER = "model.decoder."
 
 
 def _layer_norm_eps(norm_layer: Callable[..., nn.Module]) -> float | None:
@@ -64,14 +53,34 @@ def _layer_norm_eps(norm_layer: Callable[..., nn.Module]) -> float | None:
     return None
 
 
-class MAE(MAEOptimizerRecipe):
+def _official_key(key: str) -> str:
+    """Internal key → official ``models_mae`` key."""
+    for internal in (_ENCODER, _DECODER):
+        if key.startswith(internal):
+            return key[len(internal) :]
+    return key
+
+
+def _internal_key(key: str) -> str:
+    """Official (or internal) key → internal key."""
+    if key.startswith("model."):
+        return key
+    is_decoder = key.startswith("decoder_") or key == "mask_token"
+    return (_DECODER if is_decoder else _ENCODER) + key
+
+
+class MAE(PretrainModule):
     """Masked Autoencoder with a ViT encoder (He et al. 2021), the seed ``models.mae.model.MAE``.
 
-    The encoder is a timm ``VisionTransformer`` wrapped in :class:`MaskedVisionTransformer`
-    (``self.encoder``), the decoder a :class:`MAEDecoder` (``self.decoder``) and the loss a
-    :class:`MAELoss` (``self.criterion``). Position embeddings are fixed 2-D sin-cos tables and
-    frozen; every other parameter receives a gradient at every step (for mask ratios > 0), so DDP
-    needs no ``find_unused_parameters=True``.
+    The core (``self.model``, a :class:`~ssl_mae.MaskedAutoencoder`) holds the encoder
+    (``self.encoder``, a :class:`MaskedVisionTransformer` around a timm ``VisionTransformer``),
+    the decoder (``self.decoder``) and the loss (``self.criterion``). The official attribute
+    names (``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks``, ``norm``,
+    ``decoder_embed``, ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks``,
+    ``decoder_norm``, ``decoder_pred``) are the very modules and parameters of those blocks,
+    and the state dict uses the official keys. Position embeddings are fixed 2-D sin-cos
+    tables; every other parameter receives a gradient at every step (for mask ratios > 0), so
+    DDP needs no ``find_unused_parameters=True``.
 
     Args:
         img_size: Input image size (square).
@@ -87,26 +96,19 @@ class MAE(MAEOptimizerRecipe):
         norm_layer: Normalisation layer factory (the presets use ``LayerNorm(eps=1e-6)`` like the
             official code).
         norm_pix_loss: Predict per-patch normalised pixels (official ``norm_pix_loss``).
-        **kwargs: Training options, stored as hyperparameters:
-            ``mask_ratio`` (0.75) used by ``training_step``/``validation_step``;
-            ``base_lr`` (1.5e-4), scaled by ``effective_batch_size / 256``;
-            ``lr`` (None) an absolute peak lr that overrides the scaling;
-            ``min_lr`` (0.0) lr at the end of the cosine decay;
-            ``weight_decay`` (0.05); ``betas`` ((0.9, 0.95));
-            ``warmup_epochs`` or ``warmup_steps`` (None: 10% of the run);
-            ``batch_size`` (None) images per device per step, read from the trainer's
-            dataloader when None; the effective batch is
-            ``batch_size * world_size * accumulate_grad_batches``;
-            ``total_steps`` (None) optimiser steps of the run, from
-            ``trainer.estimated_stepping_batches`` when None;
-            ``fused_adamw`` (None: fused on CUDA);
-            ``layer_norm_eps`` (None) builds ``norm_layer`` as ``LayerNorm(eps=...)``, which is
-            how the norm layer is stored in checkpoints (custom norm layers must be passed
-            again to ``load_from_checkpoint``).
+        **kwargs: Options stored as hyperparameters: ``mask_ratio`` (0.75) used by
+            ``training_step``/``validation_step``; ``layer_norm_eps`` (None) builds
+            ``norm_layer`` as ``LayerNorm(eps=...)``, which is how the norm layer is stored in
+            checkpoints (custom norm layers must be passed again to ``load_from_checkpoint``);
+            and the training options of :class:`~ssl_mae.training.PretrainModule` (``base_lr``,
+            ``lr``, ``min_lr``, ``weight_decay``, ``betas``, ``warmup_epochs``,
+            ``warmup_steps``, ``batch_size``, ``total_steps``, ``fused_adamw``).
 
     Raises:
         TypeError: For unknown keyword arguments.
     """
+
+    model: MaskedAutoencoder
 
     def __init__(
         self,
@@ -124,18 +126,17 @@ class MAE(MAEOptimizerRecipe):
         norm_pix_loss: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__()
-        unknown = sorted(set(kwargs) - set(TRAINING_DEFAULTS))
+        unknown = sorted(set(kwargs) - set(MAE_OPTIONS))
         if unknown:
             raise TypeError(
-                f"MAE got unknown keyword arguments {unknown}; allowed are "
-                f"{sorted(TRAINING_DEFAULTS)}"
+                f"MAE got unknown keyword arguments {unknown}; allowed are {sorted(MAE_OPTIONS)}"
             )
-        options = {**TRAINING_DEFAULTS, **kwargs}
-        check_training_options(options)
-        check_positive_int(img_size, "img_size")
-        check_positive_int(patch_size, "patch_size")
+        options = {**MAE_OPTIONS, **kwargs}
+        mask_ratio = check_mask_ratio(options.pop("mask_ratio"))
+        layer_norm_eps = options.pop("layer_norm_eps")
         for value, name in (
+            (img_size, "img_size"),
+            (patch_size, "patch_size"),
             (in_chans, "in_chans"),
             (embed_dim, "embed_dim"),
             (depth, "depth"),
@@ -157,34 +158,12 @@ class MAE(MAEOptimizerRecipe):
             raise ValueError(
                 f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"
             )
-        if options["layer_norm_eps"] is not None:
-            norm_layer = partial(nn.LayerNorm, eps=float(options["layer_norm_eps"]))
+        if layer_norm_eps is not None:
+            if isinstance(layer_norm_eps, bool) or not isinstance(layer_norm_eps, (int, float)):
+                raise TypeError(f"layer_norm_eps must be None or a float, got {layer_norm_eps!r}")
+            norm_layer = partial(nn.LayerNorm, eps=float(layer_norm_eps))
         if not callable(norm_layer):
             raise TypeError(f"norm_layer must be a callable returning a module, got {norm_layer!r}")
-        options["layer_norm_eps"] = _layer_norm_eps(norm_layer)
-        options["betas"] = [float(b) for b in options["betas"]]
-        # Everything load_from_checkpoint needs, in plain types (no callables), so checkpoints
-        # load with torch.load(weights_only=True).
-        self.save_hyperparameters(
-            {
-                "img_size": img_size,
-                "patch_size": patch_size,
-                "in_chans": in_chans,
-                "embed_dim": embed_dim,
-                "depth": depth,
-                "num_heads": num_heads,
-                "decoder_embed_dim": decoder_embed_dim,
-                "decoder_depth": decoder_depth,
-                "decoder_num_heads": decoder_num_heads,
-                "mlp_ratio": mlp_ratio,
-                "norm_pix_loss": norm_pix_loss,
-                **options,
-            }
-        )
-        self.img_size = img_size
-        self.patch_size = patch_size
-        self.in_chans = in_chans
-        self.norm_pix_loss = norm_pix_loss
 
         vit = VisionTransformer(
             img_size=img_size,
@@ -197,47 +176,143 @@ class MAE(MAEOptimizerRecipe):
             mlp_ratio=mlp_ratio,
             qkv_bias=True,
             norm_layer=norm_layer,
-            weight_init="skip",  # initialize_weights below does the MAE initialisation
+            weight_init="skip",  # the wrapper applies the MAE initialisation
         )
-        self.encoder = MaskedVisionTransformer(
+        encoder = MaskedVisionTransformer(
             vit,
-            weight_initialization="skip",
             pos_embed_initialization="sincos",
             use_mask_token=False,  # MAE drops tokens; a mask token here would get no gradient
         )
-        self.decoder = MAEDecoder(
-            num_patches=self.encoder.num_patches,
+        decoder = MAEDecoder(
+            num_patches=encoder.num_patches,
             patch_size=patch_size,
             in_chans=in_chans,
             embed_dim=embed_dim,
             decoder_embed_dim=decoder_embed_dim,
             decoder_depth=decoder_depth,
             decoder_num_heads=decoder_num_heads,
-            num_prefix_tokens=self.encoder.num_prefix_tokens,
+            num_prefix_tokens=encoder.num_prefix_tokens,
             mlp_ratio=mlp_ratio,
             norm_layer=norm_layer,
-            initialize_weights=False,
         )
-        self.criterion = MAELoss(norm_pix=norm_pix_loss)
-        self.initialize_weights()
+        core = MaskedAutoencoder(encoder, decoder, MAELoss(norm_pix=norm_pix_loss), mask_ratio)
+        # Everything load_from_checkpoint needs, in plain types (no callables), so checkpoints
+        # load with torch.load(weights_only=True).
+        architecture = {
+            "img_size": img_size,
+            "patch_size": patch_size,
+            "in_chans": in_chans,
+            "embed_dim": embed_dim,
+            "depth": depth,
+            "num_heads": num_heads,
+            "decoder_embed_dim": decoder_embed_dim,
+            "decoder_depth": decoder_depth,
+            "decoder_num_heads": decoder_num_heads,
+            "mlp_ratio": mlp_ratio,
+            "norm_pix_loss": norm_pix_loss,
+            "layer_norm_eps": _layer_norm_eps(norm_layer),
+        }
+        super().__init__(core, hparams=architecture, **options)
+        install_layout(self, _official_key, _internal_key)
+
+    # --- the blocks, under their own and the official names ----------------------------------
+    @property
+    def encoder(self) -> MaskedVisionTransformer:
+        """The masked ViT encoder."""
+        return cast(MaskedVisionTransformer, self.model.encoder)
+
+    @property
+    def decoder(self) -> MAEDecoder:
+        """The decoder."""
+        return cast(MAEDecoder, self.model.decoder)
+
+    @property
+    def criterion(self) -> MAELoss:
+        """The reconstruction loss."""
+        return cast(MAELoss, self.model.loss)
+
+    @property
+    def norm_pix_loss(self) -> bool:
+        """Whether the targets are per-patch normalised pixels."""
+        return self.criterion.norm_pix
+
+    @property
+    def img_size(self) -> int:
+        """Input image size (square)."""
+        return int(self.hparams["img_size"])
+
+    @property
+    def patch_size(self) -> int:
+        """Patch size p."""
+        return int(self.hparams["patch_size"])
+
+    @property
+    def in_chans(self) -> int:
+        """Image channels C."""
+        return int(self.hparams["in_chans"])
+
+    @property
+    def patch_embed(self) -> nn.Module:
+        """Official name of the patch embedding (``encoder.vit.patch_embed``)."""
+        return cast(nn.Module, self.encoder.vit.patch_embed)
+
+    @property
+    def cls_token(self) -> nn.Parameter:
+        """Official name of the class token."""
+        return cast(nn.Parameter, self.encoder.vit.cls_token)
+
+    @property
+    def pos_embed(self) -> nn.Parameter:
+        """Official name of the (fixed) encoder position embedding."""
+        return cast(nn.Parameter, self.encoder.vit.pos_embed)
+
+    @property
+    def blocks(self) -> nn.Sequential:
+        """Official name of the encoder blocks."""
+        return cast(nn.Sequential, self.encoder.vit.blocks)
+
+    @property
+    def norm(self) -> nn.Module:
+        """Official name of the encoder's final norm."""
+        return cast(nn.Module, self.encoder.vit.norm)
+
+    @property
+    def decoder_embed(self) -> nn.Linear:
+        """Official name of the encoder → decoder projection."""
+        return self.decoder.decoder_embed
+
+    @property
+    def mask_token(self) -> nn.Parameter:
+        """Official name of the decoder's mask token."""
+        return self.decoder.mask_token
+
+    @property
+    def decoder_pos_embed(self) -> nn.Parameter:
+        """Official name of the (fixed) decoder position embedding."""
+        return self.decoder.decoder_pos_embed
+
+    @property
+    def decoder_blocks(self) -> nn.Sequential:
+        """Official name of the decoder blocks."""
+        return self.decoder.decoder_blocks
+
+    @property
+    def decoder_norm(self) -> nn.Module:
+        """Official name of the decoder's final norm."""
+        return self.decoder.decoder_norm
+
+    @property
+    def decoder_pred(self) -> nn.Linear:
+        """Official name of the pixel prediction head."""
+        return self.decoder.decoder_pred
 
     # --- official interface ----------------------------------------------------------------------
     def initialize_weights(self) -> None:
-        """MAE initialisation (official order): fixed sin-cos position embeddings, xavier-uniform
-        patch projection, N(0, 0.02) class and mask tokens, xavier-uniform linear layers and unit
-        LayerNorms."""
-        vit = self.encoder.vit
-        with torch.no_grad():
-            grid = self.encoder.grid_size
-            vit.pos_embed.copy_(get_2d_sincos_pos_embed(vit.pos_embed.shape[-1], grid, 1)[None])
-            table = get_2d_sincos_pos_embed(self.decoder.decoder_pos_embed.shape[-1], grid, 1)
-            self.decoder.decoder_pos_embed.copy_(table[None])
-        proj_weight = vit.patch_embed.proj.weight.data
-        # As the official code: treat the conv kernel as a linear layer.
-        nn.init.xavier_uniform_(proj_weight.view(proj_weight.shape[0], -1))
-        nn.init.normal_(vit.cls_token, std=0.02)
-        nn.init.normal_(self.decoder.mask_token, std=0.02)
-        self.apply(init_mae_weights)
+        """Re-applies the MAE initialisation (official recipe): fixed sin-cos position
+        embeddings, xavier-uniform patch projection, N(0, 0.02) class and mask tokens,
+        xavier-uniform linear layers and unit LayerNorms."""
+        self.encoder.init_weights(pos_embed_initialization="sincos")
+        self.decoder.init_weights()
 
     def patchify(self, imgs: Tensor) -> Tensor:
         """Cuts images into patches.
@@ -283,14 +358,6 @@ class MAE(MAEOptimizerRecipe):
         """
         return masking.random_masking(x, mask_ratio, noise=noise, generator=generator)
 
-    def _check_native_size(self, imgs: Tensor) -> None:
-        grid = self.encoder.check_images(imgs, name="imgs")
-        if grid != self.encoder.grid_size:
-            raise ValueError(
-                f"imgs must be {self.img_size}x{self.img_size} (the model's img_size) for MAE "
-                f"pre-training, got {imgs.shape[2]}x{imgs.shape[3]}"
-            )
-
     def forward_encoder(
         self,
         x: Tensor,
@@ -311,30 +378,11 @@ class MAE(MAEOptimizerRecipe):
             patches (in ascending-noise order), (B, L) float mask with 1 for removed patches,
             (B, L) int64 permutation restoring the patch order.
         """
-        self._check_native_size(x)
-        num_prefix = self.encoder.num_prefix_tokens
-        num_patches = self.encoder.num_patches
-        if noise is None and generator is not None and generator.device.type != x.device.type:
-            # A CPU generator for CUDA images (or the reverse): draw where the generator lives.
-            noise = torch.rand(
-                x.shape[0], num_patches, generator=generator, device=generator.device
-            )
-        if isinstance(noise, Tensor):
-            noise = noise.to(x.device)
-        idx_keep, idx_mask = masking.random_token_mask(
-            (x.shape[0], num_prefix + num_patches),
-            mask_ratio=mask_ratio,
-            num_prefix_tokens=num_prefix,
-            device=x.device,
-            generator=generator,
-            noise=noise,
-        )
-        latent = self.encoder.encode(x, idx_keep=idx_keep)
-        keep_patches, mask_patches = idx_keep[:, num_prefix:] - num_prefix, idx_mask - num_prefix
-        ids_restore = masking.restore_index(keep_patches, mask_patches)
-        mask = torch.ones(x.shape[0], num_patches, device=x.device)
-        mask.scatter_(1, keep_patches, 0.0)
-        return latent, mask, ids_restore
+        visible = encode_visible(
+            self.encoder, x, mask_ratio, masking=self.model.masking, noise=noise,
+            generator=generator, input_name="x",
+        )  # fmt: skip
+        return visible.latent, visible.mask, visible.ids_restore
 
     def forward_decoder(self, x: Tensor, ids_restore: Tensor) -> Tensor:
         """Decodes the latent with mask tokens in the removed places.
@@ -368,7 +416,7 @@ class MAE(MAEOptimizerRecipe):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Masks, encodes, decodes and scores a batch.
+        """Masks, encodes, decodes and scores a batch (one call of the core).
 
         Args:
             imgs: (B, C, H, W) images of the model's size and channel count.
@@ -379,50 +427,13 @@ class MAE(MAEOptimizerRecipe):
         Returns:
             ``(loss, pred, mask)``: scalar loss, (B, L, p * p * C) predictions, (B, L) mask.
         """
-        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise, generator)
-        pred = self.forward_decoder(latent, ids_restore)
-        loss = self.forward_loss(imgs, pred, mask)
-        return loss, pred, mask
-
-    # --- Lightning -------------------------------------------------------------------------------
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """One pre-training step; logs ``train_loss``.
-
-        Args:
-            batch: Images (B, C, H, W), ``(images, labels, ...)`` or ``([images], labels, ...)``.
-            batch_idx: Index of the batch.
-        """
-        images = images_from_batch(batch)
-        outputs: tuple[Tensor, Tensor, Tensor] = self(images, mask_ratio=self.hparams["mask_ratio"])
-        loss = outputs[0]
-        self.log("train_loss", loss, prog_bar=True, batch_size=images.shape[0])
-        return loss
-
-    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Reconstruction loss on held-out images; logs ``val_loss`` (epoch mean).
-
-        The masks are drawn from a generator seeded with ``batch_idx``, so the validation loss
-        of different epochs is measured on the same masks and only the model changes.
-
-        Args:
-            batch: As in :meth:`training_step`.
-            batch_idx: Index of the batch.
-        """
-        images = images_from_batch(batch)
-        generator = torch.Generator(device=images.device).manual_seed(batch_idx)
-        outputs: tuple[Tensor, Tensor, Tensor] = self(
-            images, mask_ratio=self.hparams["mask_ratio"], generator=generator
-        )
-        loss = outputs[0]
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=images.shape[0])
-        return loss
+        out = self.model(imgs, mask_ratio, noise, generator, input_name="imgs")
+        return out.loss, out.pred, out.mask
 
     # --- official checkpoints --------------------------------------------------------------------
     def to_official_state_dict(self) -> dict[str, Tensor]:
-        """The model's weights under the official facebookresearch/mae key names (``cls_token``,
-        ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``, ``decoder_embed.*``,
-        ``mask_token``, ``decoder_pos_embed``, ``decoder_blocks.N.*``, ``decoder_norm.*``,
-        ``decoder_pred.*``)."""
+        """The model's weights under the official facebookresearch/mae key names (the same as
+        ``state_dict()``), as a plain dict of detached tensors."""
         return convert.official_state_dict(self.encoder, self.decoder)
 
     def load_official(
@@ -433,7 +444,8 @@ class MAE(MAEOptimizerRecipe):
         """Loads weights saved in the official facebookresearch/mae key layout.
 
         With the same weights and the same ``noise``, :meth:`forward` then returns the official
-        model's loss.
+        model's loss. (``load_state_dict`` takes the same flat dicts; this also reads files and
+        ``{"model": ...}`` containers and reports mismatches by name.)
 
         Args:
             path_or_state_dict: A ``.pth`` path (read with ``weights_only=True``), a checkpoint
@@ -498,106 +510,3 @@ class MAE(MAEOptimizerRecipe):
         )
         model.load_official(state)
         return model
-
-
-# --- presets -------------------------------------------------------------------------------------
-_OFFICIAL_NORM = {"layer_norm_eps": 1e-6}
-
-
-def _preset(defaults: dict[str, Any], overrides: dict[str, Any]) -> MAE:
-    if "norm_layer" in overrides:
-        # An explicit norm layer replaces the preset's LayerNorm(eps=1e-6).
-        defaults = {k: v for k, v in defaults.items() if k != "layer_norm_eps"}
-    return MAE(**{**defaults, **overrides})
-
-
-def mae_vit_micro_patch4(**overrides: Any) -> MAE:
-    """A very small MAE for tests and smoke runs: 28×28 grayscale, patch 4, width 64, 4 blocks,
-    decoder 64 wide and 2 deep (about 0.3 M parameters)."""
-    defaults = dict(
-        img_size=28, patch_size=4, in_chans=1, embed_dim=64, depth=4, num_heads=4,
-        decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4, mlp_ratio=4.0,
-        **_OFFICIAL_NORM,
-    )  # fmt: skip
-    return _preset(defaults, overrides)
-
-
-def mae_vit_micro_patch7(**overrides: Any) -> MAE:
-    """The CPU default for 28×28 grayscale (Fashion-MNIST): patch 7 (16 tokens), width 128,
-    4 blocks, decoder 64 wide and 2 deep (about 0.9 M parameters); the configuration of
-    ``benchmarks/fashion_mnist.py``."""
-    defaults = dict(
-        img_size=28, patch_size=7, in_chans=1, embed_dim=128, depth=4, num_heads=4,
-        decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4, mlp_ratio=4.0,
-        **_OFFICIAL_NORM,
-    )  # fmt: skip
-    return _preset(defaults, overrides)
-
-
-def mae_vit_tiny_patch4(**overrides: Any) -> MAE:
-    """ViT-Tiny MAE for small images (default 28×28 grayscale, e.g. Fashion-MNIST; pass
-    ``img_size=32, in_chans=3`` for CIFAR): patch 4, width 192, 12 blocks, 3 heads, decoder
-    128 wide and 4 deep (about 6 M parameters)."""
-    defaults = dict(
-        img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=12, num_heads=3,
-        decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4, mlp_ratio=4.0,
-        **_OFFICIAL_NORM,
-    )  # fmt: skip
-    return _preset(defaults, overrides)
-
-
-def mae_vit_base_patch16(**overrides: Any) -> MAE:
-    """Official ``mae_vit_base_patch16_dec512d8b``: ViT-B/16 encoder, 512-wide 8-deep decoder."""
-    defaults = dict(
-        patch_size=16, embed_dim=768, depth=12, num_heads=12,
-        decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0,
-        **_OFFICIAL_NORM,
-    )  # fmt: skip
-    return _preset(defaults, overrides)
-
-
-def mae_vit_large_patch16(**overrides: Any) -> MAE:
-    """Official ``mae_vit_large_patch16_dec512d8b``: ViT-L/16 encoder, 512-wide 8-deep decoder."""
-    defaults = dict(
-        patch_size=16, embed_dim=1024, depth=24, num_heads=16,
-        decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0,
-        **_OFFICIAL_NORM,
-    )  # fmt: skip
-    return _preset(defaults, overrides)
-
-
-def mae_vit_huge_patch14(**overrides: Any) -> MAE:
-    """Official ``mae_vit_huge_patch14_dec512d8b``: ViT-H/14 encoder, 512-wide 8-deep decoder."""
-    defaults = dict(
-        patch_size=14, embed_dim=1280, depth=32, num_heads=16,
-        decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0,
-        **_OFFICIAL_NORM,
-    )  # fmt: skip
-    return _preset(defaults, overrides)
-
-
-MAE_PRESETS: dict[str, Callable[..., MAE]] = {
-    "mae_vit_micro_patch4": mae_vit_micro_patch4,
-    "mae_vit_micro_patch7": mae_vit_micro_patch7,
-    "mae_vit_tiny_patch4": mae_vit_tiny_patch4,
-    "mae_vit_base_patch16": mae_vit_base_patch16,
-    "mae_vit_large_patch16": mae_vit_large_patch16,
-    "mae_vit_huge_patch14": mae_vit_huge_patch14,
-    # The official names of the same models.
-    "mae_vit_base_patch16_dec512d8b": mae_vit_base_patch16,
-    "mae_vit_large_patch16_dec512d8b": mae_vit_large_patch16,
-    "mae_vit_huge_patch14_dec512d8b": mae_vit_huge_patch14,
-}
-
-
-def build_mae(preset: str, **overrides: Any) -> MAE:
-    """Builds a preset MAE by name.
-
-    Args:
-        preset: One of ``MAE_PRESETS`` (e.g. ``"mae_vit_base_patch16"``).
-        **overrides: ``MAE`` arguments replacing the preset's (``img_size``, ``in_chans``,
-            ``norm_pix_loss``, training options, ...).
-    """
-    if preset not in MAE_PRESETS:
-        raise ValueError(f"preset must be one of {sorted(MAE_PRESETS)}, got {preset!r}")
-    return MAE_PRESETS[preset](**overrides)

@@ -1,25 +1,25 @@
-"""Every pre-training model by name: MAE, MAE-HiViT and SimpleMAE presets in one registry.
+"""Every pre-training model by name, as data: one registry, one vocabulary.
 
-``ssl-mae pretrain --preset NAME`` and the examples build their model here::
+A preset is a family plus a configuration in one vocabulary shared by every family
+(``img_size``, ``in_chans``, ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``,
+``mlp_ratio``, ``decoder_embed_dim``, ``decoder_depth``, ``decoder_num_heads``, ``mask_ratio``,
+``norm_pix_loss``, plus a few family-specific keys such as HiViT's ``arch``). Each family has one
+builder that turns that vocabulary into its model's constructor arguments::
 
     module = build_pretrain_module("mae_hivit_nano", in_chans=1)   # a LightningModule
-    module = build_pretrain_module("simple_mae_vit_tiny", base_lr=1.5e-3)
+    model = build_model("simple_mae_vit_tiny", mask_ratio=0.6)       # the bare model
 
 Families:
 
-* ``mae`` — :data:`ssl_mae.models.MAE_PRESETS`, built as :class:`~ssl_mae.models.MAE` (already a
-  LightningModule, checkpoints unchanged);
-* ``mae_hivit`` — :data:`ssl_mae.hivit.HIVIT_MAE_PRESETS`, a
-  :class:`~ssl_mae.hivit.HiViTMAEForPreTraining` inside a
-  :class:`~ssl_mae.models.pretrain_module.PretrainModule`;
-* ``simple_mae`` — :data:`SIMPLE_MAE_PRESETS`, a timm or torchvision ViT wrapped by
-  :class:`~ssl_mae.models.SimpleMAE`, inside a ``PretrainModule``.
+* ``mae`` — the seed :class:`~ssl_mae.models.MAE` (itself a
+  :class:`~ssl_mae.training.PretrainModule`);
+* ``mae_hivit`` — :class:`~ssl_mae.hivit.HiViTMAEForPreTraining`;
+* ``simple_mae`` — :class:`~ssl_mae.models.SimpleMAE` around a fresh timm or torchvision ViT
+  (``backbone`` key).
 
-Every family takes the same model overrides ``img_size``, ``in_chans``, ``mask_ratio`` and
-``norm_pix_loss`` (plus its own constructor arguments) and the training options of
-:data:`~ssl_mae.models.pretrain_module.TRAINING_OPTIONS`. ``PretrainModule`` checkpoints store
-the preset and the model overrides, so :func:`pretrain_module_from_checkpoint` rebuilds the
-model of any checkpoint.
+The last two are trained inside a :class:`~ssl_mae.training.PretrainModule`, whose checkpoints
+store the preset and the overrides, so :func:`pretrain_module_from_checkpoint` rebuilds the model
+of any checkpoint. The Python modules of the models are imported when a preset is built.
 """
 
 from __future__ import annotations
@@ -27,212 +27,36 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from torchvision.models import VisionTransformer as TorchvisionViT
 
-from ssl_mae.hivit import HIVIT_MAE_PRESETS, HiViTMAEForPreTraining
-from ssl_mae.models.mae import MAE, MAE_PRESETS, build_mae
-from ssl_mae.models.pretrain_module import TRAINING_OPTIONS, PretrainModule
-from ssl_mae.models.simple_mae import SimpleMAE
-from ssl_mae.modules import MaskedVisionTransformer, MaskedVisionTransformerTorchvision
+if TYPE_CHECKING:
+    from ssl_mae.models.mae import MAE
+    from ssl_mae.training.module import PretrainModule
 
 __all__ = [
+    "HIVIT_MAE_PRESETS",
+    "MAE_PRESETS",
     "PRESET_FAMILIES",
     "PRETRAIN_PRESETS",
-    "SIMPLE_MAE_PRESETS",
     "PretrainPreset",
+    "build_mae",
+    "build_model",
     "build_pretrain_module",
     "describe_presets",
+    "mae_vit_base_patch16",
+    "mae_vit_huge_patch14",
+    "mae_vit_large_patch16",
+    "mae_vit_micro_patch4",
+    "mae_vit_micro_patch7",
+    "mae_vit_tiny_patch4",
     "pretrain_module_from_checkpoint",
-    "simple_mae_torchvision_vit_tiny",
-    "simple_mae_vit_micro",
-    "simple_mae_vit_tiny",
 ]
 
 PRESET_FAMILIES: tuple[str, ...] = ("mae", "mae_hivit", "simple_mae")
 
 
-# --- SimpleMAE presets ---------------------------------------------------------------------------
-def _simple_mae(
-    encoder: nn.Module,
-    decoder_dim: int,
-    decoder_depth: int,
-    decoder_heads: int,
-    decoder_dim_head: int,
-    mask_ratio: float,
-    norm_pix_loss: bool,
-) -> SimpleMAE:
-    return SimpleMAE(
-        encoder,
-        decoder_dim=decoder_dim,
-        masking_ratio=mask_ratio,
-        decoder_depth=decoder_depth,
-        decoder_heads=decoder_heads,
-        decoder_dim_head=decoder_dim_head,
-        norm_pix=norm_pix_loss,
-    )
-
-
-def _timm_simple_mae(
-    img_size: int,
-    patch_size: int,
-    in_chans: int,
-    embed_dim: int,
-    depth: int,
-    num_heads: int,
-    mlp_ratio: float,
-    decoder_dim: int,
-    decoder_depth: int,
-    decoder_heads: int,
-    decoder_dim_head: int,
-    mask_ratio: float,
-    norm_pix_loss: bool,
-) -> SimpleMAE:
-    if img_size % patch_size:
-        raise ValueError(f"img_size must be a multiple of patch_size={patch_size}, got {img_size}")
-    vit = VisionTransformer(
-        img_size=img_size,
-        patch_size=patch_size,
-        in_chans=in_chans,
-        num_classes=0,
-        embed_dim=embed_dim,
-        depth=depth,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
-        qkv_bias=True,
-        weight_init="skip",
-    )
-    # A fresh encoder gets the MAE initialisation and a fixed sin-cos position embedding;
-    # SimpleMAE itself keeps whatever weights it is given.
-    encoder = MaskedVisionTransformer(
-        vit, weight_initialization="", pos_embed_initialization="sincos", use_mask_token=False
-    )
-    return _simple_mae(
-        encoder, decoder_dim, decoder_depth, decoder_heads, decoder_dim_head, mask_ratio,
-        norm_pix_loss,
-    )  # fmt: skip
-
-
-def simple_mae_vit_micro(
-    img_size: int = 28,
-    patch_size: int = 4,
-    in_chans: int = 1,
-    embed_dim: int = 64,
-    depth: int = 4,
-    num_heads: int = 4,
-    mlp_ratio: float = 4.0,
-    decoder_dim: int = 64,
-    decoder_depth: int = 2,
-    decoder_heads: int = 4,
-    decoder_dim_head: int = 16,
-    mask_ratio: float = 0.75,
-    norm_pix_loss: bool = False,
-) -> SimpleMAE:
-    """SimpleMAE around a very small timm ViT for tests and smoke runs: 28×28 grayscale,
-    patch 4, width 64, 4 blocks; decoder 64 wide, 2 deep (about 0.3 M parameters).
-
-    Args:
-        img_size: Square input size, a multiple of ``patch_size``.
-        patch_size: Patch size.
-        in_chans: Image channels.
-        embed_dim: Encoder width.
-        depth: Encoder blocks.
-        num_heads: Encoder attention heads.
-        mlp_ratio: Encoder MLP ratio.
-        decoder_dim: Decoder width.
-        decoder_depth: Decoder blocks.
-        decoder_heads: Decoder attention heads.
-        decoder_dim_head: Width of one decoder head.
-        mask_ratio: Fraction of patches masked, in (0, 1).
-        norm_pix_loss: Per-patch normalised pixel targets.
-    """
-    return _timm_simple_mae(
-        img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, decoder_dim,
-        decoder_depth, decoder_heads, decoder_dim_head, mask_ratio, norm_pix_loss,
-    )  # fmt: skip
-
-
-def simple_mae_vit_tiny(
-    img_size: int = 28,
-    patch_size: int = 4,
-    in_chans: int = 1,
-    embed_dim: int = 192,
-    depth: int = 12,
-    num_heads: int = 3,
-    mlp_ratio: float = 4.0,
-    decoder_dim: int = 128,
-    decoder_depth: int = 4,
-    decoder_heads: int = 4,
-    decoder_dim_head: int = 32,
-    mask_ratio: float = 0.75,
-    norm_pix_loss: bool = False,
-) -> SimpleMAE:
-    """SimpleMAE around a timm ViT-Tiny sized for Fashion-MNIST: 28×28 grayscale, patch 4
-    (a 7×7 grid), width 192, 12 blocks, 3 heads; decoder 128 wide, 4 deep (about 6 M
-    parameters). Arguments as in :func:`simple_mae_vit_micro`.
-    """
-    return _timm_simple_mae(
-        img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, decoder_dim,
-        decoder_depth, decoder_heads, decoder_dim_head, mask_ratio, norm_pix_loss,
-    )  # fmt: skip
-
-
-def simple_mae_torchvision_vit_tiny(
-    img_size: int = 28,
-    patch_size: int = 4,
-    in_chans: int = 1,
-    embed_dim: int = 192,
-    depth: int = 12,
-    num_heads: int = 3,
-    mlp_ratio: float = 4.0,
-    decoder_dim: int = 128,
-    decoder_depth: int = 4,
-    decoder_heads: int = 4,
-    decoder_dim_head: int = 32,
-    mask_ratio: float = 0.75,
-    norm_pix_loss: bool = False,
-) -> SimpleMAE:
-    """SimpleMAE around a torchvision ``VisionTransformer`` of ViT-Tiny size for Fashion-MNIST
-    (as :func:`simple_mae_vit_tiny`, torchvision parameter names under ``encoder.vit``).
-    torchvision's patch projection always takes 3 channels; for ``in_chans != 3`` it is
-    replaced by one with ``in_chans`` inputs. Arguments as in :func:`simple_mae_vit_micro`.
-    """
-    if img_size % patch_size:
-        raise ValueError(f"img_size must be a multiple of patch_size={patch_size}, got {img_size}")
-    vit = TorchvisionViT(
-        image_size=img_size,
-        patch_size=patch_size,
-        num_layers=depth,
-        num_heads=num_heads,
-        hidden_dim=embed_dim,
-        mlp_dim=int(embed_dim * mlp_ratio),
-    )
-    if in_chans != 3:
-        vit.conv_proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-    encoder = MaskedVisionTransformerTorchvision(
-        vit, weight_initialization="", pos_embed_initialization="sincos", use_mask_token=False
-    )
-    return _simple_mae(
-        encoder, decoder_dim, decoder_depth, decoder_heads, decoder_dim_head, mask_ratio,
-        norm_pix_loss,
-    )  # fmt: skip
-
-
-#: SimpleMAE presets by name (keyword overrides as in :func:`simple_mae_vit_micro`).
-SIMPLE_MAE_PRESETS: Mapping[str, Callable[..., SimpleMAE]] = MappingProxyType(
-    {
-        "simple_mae_vit_micro": simple_mae_vit_micro,
-        "simple_mae_vit_tiny": simple_mae_vit_tiny,
-        "simple_mae_torchvision_vit_tiny": simple_mae_torchvision_vit_tiny,
-    }
-)
-
-
-# --- the registry --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PretrainPreset:
     """One named pre-training model.
@@ -240,83 +64,229 @@ class PretrainPreset:
     Attributes:
         name: The preset's name.
         family: One of :data:`PRESET_FAMILIES`.
-        build_model: Builds the model from keyword overrides (for ``mae`` also the training
-            options; the result is then the LightningModule itself).
+        config: The model configuration in the shared vocabulary (see the module docstring).
+        description: One line on what the preset is for.
     """
 
     name: str
     family: str
-    build_model: Callable[..., nn.Module]
+    config: Mapping[str, Any]
+    description: str
 
 
-def _hivit_builder(name: str) -> Callable[..., HiViTMAEForPreTraining]:
-    def build(**overrides: Any) -> HiViTMAEForPreTraining:
-        return HiViTMAEForPreTraining.from_preset(name, **overrides)
-
-    return build
+def _vit(**config: Any) -> Mapping[str, Any]:
+    # Official MAE models use LayerNorm(eps=1e-6).
+    return MappingProxyType({"layer_norm_eps": 1e-6, "mlp_ratio": 4.0, **config})
 
 
-def _mae_builder(name: str) -> Callable[..., MAE]:
-    def build(**overrides: Any) -> MAE:
-        return build_mae(name, **overrides)
-
-    return build
+def _hivit_arch(embed_dims: int, depths: tuple[int, ...], num_heads: int) -> Mapping[str, Any]:
+    return MappingProxyType({"embed_dims": embed_dims, "depths": depths, "num_heads": num_heads})
 
 
-def _registry() -> Mapping[str, PretrainPreset]:
-    presets: dict[str, PretrainPreset] = {}
-    for name in MAE_PRESETS:
-        presets[name] = PretrainPreset(name, "mae", _mae_builder(name))
-    for name in HIVIT_MAE_PRESETS:
-        presets[name] = PretrainPreset(name, "mae_hivit", _hivit_builder(name))
-    for name, builder in SIMPLE_MAE_PRESETS.items():
-        presets[name] = PretrainPreset(name, "simple_mae", builder)
-    return MappingProxyType(presets)
+_SMALL_SIMPLE = {"img_size": 28, "patch_size": 4, "in_chans": 1, "mlp_ratio": 4.0}
+
+_PRESETS: tuple[PretrainPreset, ...] = (
+    PretrainPreset(
+        "mae_vit_micro_patch4", "mae",
+        _vit(img_size=28, patch_size=4, in_chans=1, embed_dim=64, depth=4, num_heads=4,
+             decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4),
+        "tests and smoke runs: 28x28 grayscale, patch 4, width 64, 4 blocks (about 0.3 M)",
+    ),
+    PretrainPreset(
+        "mae_vit_micro_patch7", "mae",
+        _vit(img_size=28, patch_size=7, in_chans=1, embed_dim=128, depth=4, num_heads=4,
+             decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4),
+        "the CPU default for 28x28 grayscale (Fashion-MNIST): patch 7, width 128, 4 blocks",
+    ),
+    PretrainPreset(
+        "mae_vit_tiny_patch4", "mae",
+        _vit(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=12, num_heads=3,
+             decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4),
+        "ViT-Tiny for small images (28x28 grayscale; img_size=32, in_chans=3 for CIFAR)",
+    ),
+    PretrainPreset(
+        "mae_vit_base_patch16", "mae",
+        _vit(img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
+             decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
+        "official mae_vit_base_patch16_dec512d8b (ImageNet-size images, GPU)",
+    ),
+    PretrainPreset(
+        "mae_vit_large_patch16", "mae",
+        _vit(img_size=224, patch_size=16, in_chans=3, embed_dim=1024, depth=24, num_heads=16,
+             decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
+        "official mae_vit_large_patch16_dec512d8b (GPU)",
+    ),
+    PretrainPreset(
+        "mae_vit_huge_patch14", "mae",
+        _vit(img_size=224, patch_size=14, in_chans=3, embed_dim=1280, depth=32, num_heads=16,
+             decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
+        "official mae_vit_huge_patch14_dec512d8b (GPU)",
+    ),
+    PretrainPreset("mae_hivit_t", "mae_hivit", MappingProxyType({"arch": "t"}),
+                   "HiViT-T with the mmpretrain MAE recipe (6 x 512 decoder, norm-pix)"),
+    PretrainPreset("mae_hivit_s", "mae_hivit", MappingProxyType({"arch": "s"}),
+                   "HiViT-S with the mmpretrain MAE recipe"),
+    PretrainPreset("mae_hivit_b", "mae_hivit", MappingProxyType({"arch": "b"}),
+                   "HiViT-B (mmpretrain's, 24 main blocks) with the mmpretrain MAE recipe"),
+    PretrainPreset("mae_hivit_b20", "mae_hivit", MappingProxyType({"arch": "b20"}),
+                   "HiViT-B of the paper (20 main blocks) with the mmpretrain MAE recipe"),
+    PretrainPreset("mae_hivit_l", "mae_hivit", MappingProxyType({"arch": "l"}),
+                   "HiViT-L with the mmpretrain MAE recipe"),
+    PretrainPreset(
+        "mae_hivit_nano", "mae_hivit",
+        MappingProxyType({"arch": _hivit_arch(96, (1, 1, 4), 3), "img_size": 32,
+                          "decoder_embed_dim": 128, "decoder_depth": 2, "decoder_num_heads": 4}),
+        "a CPU-sized HiViT for 32x32 images (e.g. resized Fashion-MNIST)",
+    ),
+    PretrainPreset(
+        "simple_mae_vit_micro", "simple_mae",
+        MappingProxyType({**_SMALL_SIMPLE, "backbone": "timm", "embed_dim": 64, "depth": 4,
+                          "num_heads": 4, "decoder_embed_dim": 64, "decoder_depth": 2,
+                          "decoder_num_heads": 4, "decoder_head_dim": 16}),
+        "SimpleMAE around a very small timm ViT, for tests and smoke runs",
+    ),
+    PretrainPreset(
+        "simple_mae_vit_tiny", "simple_mae",
+        MappingProxyType({**_SMALL_SIMPLE, "backbone": "timm", "embed_dim": 192, "depth": 12,
+                          "num_heads": 3, "decoder_embed_dim": 128, "decoder_depth": 4,
+                          "decoder_num_heads": 4, "decoder_head_dim": 32}),
+        "SimpleMAE around a timm ViT-Tiny sized for Fashion-MNIST",
+    ),
+    PretrainPreset(
+        "simple_mae_torchvision_vit_tiny", "simple_mae",
+        MappingProxyType({**_SMALL_SIMPLE, "backbone": "torchvision", "embed_dim": 192,
+                          "depth": 12, "num_heads": 3, "decoder_embed_dim": 128,
+                          "decoder_depth": 4, "decoder_num_heads": 4, "decoder_head_dim": 32}),
+        "SimpleMAE around a torchvision VisionTransformer of ViT-Tiny size",
+    ),
+)  # fmt: skip
+
+#: Every preset the CLI knows, by name (the official long names of the ViT presets included).
+PRETRAIN_PRESETS: Mapping[str, PretrainPreset] = MappingProxyType(
+    {
+        **{preset.name: preset for preset in _PRESETS},
+        **{
+            f"{name}_dec512d8b": next(p for p in _PRESETS if p.name == name)
+            for name in ("mae_vit_base_patch16", "mae_vit_large_patch16", "mae_vit_huge_patch14")
+        },
+    }
+)
+
+#: The ``mae_hivit`` configurations by name (for ``HiViTMAEForPreTraining.from_preset``).
+HIVIT_MAE_PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {p.name: p.config for p in _PRESETS if p.family == "mae_hivit"}
+)
 
 
-#: Every preset the CLI knows, by name.
-PRETRAIN_PRESETS: Mapping[str, PretrainPreset] = _registry()
+# --- one builder per family ----------------------------------------------------------------------
+def _build_mae(config: Mapping[str, Any], training: Mapping[str, Any]) -> MAE:
+    from ssl_mae.models.mae import MAE
+
+    config = dict(config)
+    if "norm_layer" in config:  # an explicit norm layer replaces the preset's LayerNorm(1e-6)
+        config.pop("layer_norm_eps", None)
+    return MAE(**config, **training)
+
+
+def _build_hivit(config: Mapping[str, Any]) -> nn.Module:
+    from ssl_mae.models.hivit.pretraining import HiViTMAEForPreTraining
+
+    return HiViTMAEForPreTraining(**config)
+
+
+def _build_simple_mae(config: Mapping[str, Any]) -> nn.Module:
+    from ssl_mae.models.simple_mae import SimpleMAE, fresh_vit
+
+    config = dict(config)
+    encoder = fresh_vit(
+        config.pop("backbone"),
+        **{k: config.pop(k) for k in ("img_size", "patch_size", "in_chans", "embed_dim",
+                                      "depth", "num_heads", "mlp_ratio")},
+    )  # fmt: skip
+    return SimpleMAE(
+        encoder,
+        decoder_dim=config.pop("decoder_embed_dim"),
+        masking_ratio=config.pop("mask_ratio", 0.75),
+        decoder_depth=config.pop("decoder_depth"),
+        decoder_heads=config.pop("decoder_num_heads"),
+        decoder_dim_head=config.pop("decoder_head_dim"),
+        norm_pix=config.pop("norm_pix_loss", False),
+        **config,
+    )
+
+
+_MODEL_BUILDERS: Mapping[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+    "mae_hivit": _build_hivit,
+    "simple_mae": _build_simple_mae,
+}
 
 
 def describe_presets() -> str:
     """All preset names by family on one line, e.g. ``mae: [...]; mae_hivit: [...]; ...``."""
     parts = []
     for family in PRESET_FAMILIES:
-        names = [p.name for p in PRETRAIN_PRESETS.values() if p.family == family]
+        names = [p.name for p in _PRESETS if p.family == family]
         parts.append(f"{family}: {names}")
     return "; ".join(parts)
 
 
-def build_pretrain_module(preset: str, **overrides: Any) -> pl.LightningModule:
+def _preset(name: str) -> PretrainPreset:
+    if not isinstance(name, str) or name not in PRETRAIN_PRESETS:
+        raise ValueError(f"preset must be one of {describe_presets()}, got {name!r}")
+    return PRETRAIN_PRESETS[name]
+
+
+def _split_training(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    from ssl_mae.training.module import TRAINING_OPTIONS
+
+    training = {k: v for k, v in overrides.items() if k in TRAINING_OPTIONS}
+    model = {k: v for k, v in overrides.items() if k not in TRAINING_OPTIONS}
+    return model, training
+
+
+def build_model(preset: str, **overrides: Any) -> nn.Module:
+    """Builds the model of a preset (for ``mae`` presets the ``MAE`` LightningModule itself).
+
+    Args:
+        preset: A name of :data:`PRETRAIN_PRESETS`.
+        **overrides: Configuration keys replacing the preset's (``img_size``, ``in_chans``,
+            ``mask_ratio``, ``norm_pix_loss``, ...).
+    """
+    entry = _preset(preset)
+    config = {**entry.config, **overrides}
+    if entry.family == "mae":
+        return _build_mae(config, {})
+    return _MODEL_BUILDERS[entry.family](config)
+
+
+def build_pretrain_module(preset: str, **overrides: Any) -> PretrainModule:
     """Builds the LightningModule of a preset.
 
     Args:
         preset: A name of :data:`PRETRAIN_PRESETS`.
-        **overrides: Model arguments replacing the preset's (``img_size``, ``in_chans``,
+        **overrides: Configuration keys replacing the preset's (``img_size``, ``in_chans``,
             ``mask_ratio``, ``norm_pix_loss``, and each family's own) and training options
-            (:data:`~ssl_mae.models.pretrain_module.TRAINING_OPTIONS`: ``base_lr``, ``lr``, ...).
+            (:data:`~ssl_mae.training.module.TRAINING_OPTIONS`: ``base_lr``, ``lr``, ...).
 
     Returns:
         An :class:`~ssl_mae.models.MAE` for the ``mae`` family, else a
-        :class:`~ssl_mae.models.pretrain_module.PretrainModule` around the model.
+        :class:`~ssl_mae.training.PretrainModule` around the model.
 
     Raises:
         ValueError: For an unknown preset (the message lists all, by family) or bad values.
     """
-    if not isinstance(preset, str) or preset not in PRETRAIN_PRESETS:
-        raise ValueError(f"preset must be one of {describe_presets()}, got {preset!r}")
-    entry = PRETRAIN_PRESETS[preset]
+    from ssl_mae.training.module import PretrainModule
+
+    entry = _preset(preset)
+    model_overrides, training = _split_training(overrides)
+    config = {**entry.config, **model_overrides}
     if entry.family == "mae":
-        module = entry.build_model(**overrides)
-        assert isinstance(module, MAE)
-        return module
-    training = {k: v for k, v in overrides.items() if k in TRAINING_OPTIONS}
-    model_overrides = {k: v for k, v in overrides.items() if k not in TRAINING_OPTIONS}
-    model = entry.build_model(**model_overrides)
+        return _build_mae(config, training)
+    model = _MODEL_BUILDERS[entry.family](config)
     return PretrainModule(model, preset=preset, model_overrides=model_overrides, **training)
 
 
-def pretrain_module_from_checkpoint(checkpoint: Mapping[str, Any]) -> pl.LightningModule:
+def pretrain_module_from_checkpoint(checkpoint: Mapping[str, Any]) -> PretrainModule:
     """Rebuilds the module of a Lightning checkpoint of an ``MAE`` or a preset-built
     ``PretrainModule`` and loads its weights.
 
@@ -326,11 +296,14 @@ def pretrain_module_from_checkpoint(checkpoint: Mapping[str, Any]) -> pl.Lightni
     Raises:
         ValueError: If the checkpoint does not say how to rebuild its model.
     """
+    from ssl_mae.models.mae import MAE
+    from ssl_mae.training.module import TRAINING_OPTIONS
+
     hparams = checkpoint.get("hyper_parameters")
     state_dict = checkpoint.get("state_dict")
     if not isinstance(hparams, Mapping) or not isinstance(state_dict, Mapping):
         raise ValueError("checkpoint must hold 'hyper_parameters' and 'state_dict'")
-    module: pl.LightningModule
+    module: PretrainModule
     if "model_overrides" in hparams:  # a PretrainModule
         preset = hparams.get("preset")
         if preset is None:
@@ -344,3 +317,71 @@ def pretrain_module_from_checkpoint(checkpoint: Mapping[str, Any]) -> pl.Lightni
         module = MAE(**dict(hparams))
     module.load_state_dict(state_dict)
     return module
+
+
+# --- the seed's preset functions -----------------------------------------------------------------
+def _mae_preset(name: str, overrides: Mapping[str, Any]) -> MAE:
+    return _build_mae({**PRETRAIN_PRESETS[name].config, **overrides}, {})
+
+
+def mae_vit_micro_patch4(**overrides: Any) -> MAE:
+    """A very small MAE for tests and smoke runs: 28×28 grayscale, patch 4, width 64, 4 blocks,
+    decoder 64 wide and 2 deep (about 0.3 M parameters)."""
+    return _mae_preset("mae_vit_micro_patch4", overrides)
+
+
+def mae_vit_micro_patch7(**overrides: Any) -> MAE:
+    """The CPU default for 28×28 grayscale (Fashion-MNIST): patch 7 (16 tokens), width 128,
+    4 blocks, decoder 64 wide and 2 deep (about 0.9 M parameters)."""
+    return _mae_preset("mae_vit_micro_patch7", overrides)
+
+
+def mae_vit_tiny_patch4(**overrides: Any) -> MAE:
+    """ViT-Tiny MAE for small images (default 28×28 grayscale, e.g. Fashion-MNIST; pass
+    ``img_size=32, in_chans=3`` for CIFAR): patch 4, width 192, 12 blocks, 3 heads, decoder
+    128 wide and 4 deep (about 6 M parameters)."""
+    return _mae_preset("mae_vit_tiny_patch4", overrides)
+
+
+def mae_vit_base_patch16(**overrides: Any) -> MAE:
+    """Official ``mae_vit_base_patch16_dec512d8b``: ViT-B/16 encoder, 512-wide 8-deep decoder."""
+    return _mae_preset("mae_vit_base_patch16", overrides)
+
+
+def mae_vit_large_patch16(**overrides: Any) -> MAE:
+    """Official ``mae_vit_large_patch16_dec512d8b``: ViT-L/16 encoder, 512-wide 8-deep decoder."""
+    return _mae_preset("mae_vit_large_patch16", overrides)
+
+
+def mae_vit_huge_patch14(**overrides: Any) -> MAE:
+    """Official ``mae_vit_huge_patch14_dec512d8b``: ViT-H/14 encoder, 512-wide 8-deep decoder."""
+    return _mae_preset("mae_vit_huge_patch14", overrides)
+
+
+#: The seed's ``MAE`` presets by name (official long names included).
+MAE_PRESETS: Mapping[str, Callable[..., MAE]] = MappingProxyType(
+    {
+        "mae_vit_micro_patch4": mae_vit_micro_patch4,
+        "mae_vit_micro_patch7": mae_vit_micro_patch7,
+        "mae_vit_tiny_patch4": mae_vit_tiny_patch4,
+        "mae_vit_base_patch16": mae_vit_base_patch16,
+        "mae_vit_large_patch16": mae_vit_large_patch16,
+        "mae_vit_huge_patch14": mae_vit_huge_patch14,
+        "mae_vit_base_patch16_dec512d8b": mae_vit_base_patch16,
+        "mae_vit_large_patch16_dec512d8b": mae_vit_large_patch16,
+        "mae_vit_huge_patch14_dec512d8b": mae_vit_huge_patch14,
+    }
+)
+
+
+def build_mae(preset: str, **overrides: Any) -> MAE:
+    """Builds a ``mae`` preset by name.
+
+    Args:
+        preset: One of :data:`MAE_PRESETS` (e.g. ``"mae_vit_base_patch16"``).
+        **overrides: ``MAE`` arguments replacing the preset's (``img_size``, ``in_chans``,
+            ``norm_pix_loss``, ``norm_layer``, training options, ...).
+    """
+    if preset not in MAE_PRESETS:
+        raise ValueError(f"preset must be one of {sorted(MAE_PRESETS)}, got {preset!r}")
+    return _mae_preset(preset, overrides)

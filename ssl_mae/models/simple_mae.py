@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
 
-from ssl_mae import masking
 from ssl_mae._validation import check_positive_int
-from ssl_mae.loss import MAELoss, masked_patch_targets
+from ssl_mae.core import MAEOutput, MaskedAutoencoder
+from ssl_mae.loss import MAELoss
+from ssl_mae.masking import get_at_index
+from ssl_mae.models.layout import install_layout, prefix_layout
 from ssl_mae.modules import MAEDecoder, MaskedEncoderBase, wrap_vit
 
-__all__ = ["SimpleMAE", "SimpleMAEOutput"]
+__all__ = ["SimpleMAE", "SimpleMAEOutput", "fresh_vit"]
 
 
 class SimpleMAEOutput(NamedTuple):
@@ -41,6 +43,8 @@ class SimpleMAE(nn.Module):
     of the masked patches. Works with a timm ``VisionTransformer`` (class token or mean pool,
     with or without register tokens), a torchvision ``VisionTransformer`` and our
     :class:`~ssl_mae.modules.MaskedVisionTransformer`; non-square images and any channel count.
+    The step is the package's :class:`~ssl_mae.MaskedAutoencoder` (``self.core``); the state
+    dict keeps the ``encoder.*`` / ``decoder.*`` names.
 
     Args:
         encoder: The ViT to pretrain.
@@ -51,6 +55,8 @@ class SimpleMAE(nn.Module):
         decoder_dim_head: Width of one decoder attention head.
         norm_pix: Normalise every target patch by its own mean and variance.
     """
+
+    core: MaskedAutoencoder
 
     def __init__(
         self,
@@ -73,7 +79,7 @@ class SimpleMAE(nn.Module):
             raise TypeError(f"encoder must be a ViT nn.Module, got {type(encoder).__name__}")
         try:
             # The user's weights are the point: no re-initialisation, position embedding kept.
-            self.encoder: MaskedEncoderBase = wrap_vit(
+            wrapped = wrap_vit(
                 encoder,
                 weight_initialization="skip",
                 pos_embed_initialization="skip",
@@ -84,20 +90,47 @@ class SimpleMAE(nn.Module):
                 "encoder must be a timm or torchvision VisionTransformer (with a patch "
                 f"embedding) or a MaskedVisionTransformer: {error}"
             ) from None
-        self.masking_ratio = float(masking_ratio)
-        self.decoder = MAEDecoder(
-            num_patches=self.encoder.num_patches,
-            patch_size=self.encoder.patch_size,
-            in_chans=self.encoder.in_chans,
-            embed_dim=self.encoder.embed_dim,
+        decoder = MAEDecoder(
+            num_patches=wrapped.num_patches,
+            patch_size=wrapped.patch_size,
+            in_chans=wrapped.in_chans,
+            embed_dim=wrapped.embed_dim,
             decoder_embed_dim=decoder_dim,
             decoder_depth=decoder_depth,
             decoder_num_heads=decoder_heads,
-            num_prefix_tokens=self.encoder.num_prefix_tokens,
-            grid_size=self.encoder.grid_size,
+            num_prefix_tokens=wrapped.num_prefix_tokens,
+            grid_size=wrapped.grid_size,
             decoder_head_dim=decoder_dim_head,
         )
-        self.criterion = MAELoss(norm_pix=norm_pix)
+        self.core = MaskedAutoencoder(wrapped, decoder, MAELoss(norm_pix=norm_pix), masking_ratio)
+        install_layout(
+            self, *prefix_layout([("core.encoder.", "encoder."), ("core.decoder.", "decoder.")])
+        )
+
+    @property
+    def masked_autoencoder(self) -> MaskedAutoencoder:
+        """The core that runs every step."""
+        return self.core
+
+    @property
+    def encoder(self) -> MaskedEncoderBase:
+        """The wrapped encoder (its ``vit`` is the model passed in)."""
+        return cast(MaskedEncoderBase, self.core.encoder)
+
+    @property
+    def decoder(self) -> MAEDecoder:
+        """The decoder."""
+        return cast(MAEDecoder, self.core.decoder)
+
+    @property
+    def criterion(self) -> MAELoss:
+        """The reconstruction loss."""
+        return cast(MAELoss, self.core.loss)
+
+    @property
+    def masking_ratio(self) -> float:
+        """Fraction of patches masked per image."""
+        return self.core.mask_ratio
 
     def forward_with_outputs(
         self,
@@ -112,27 +145,87 @@ class SimpleMAE(nn.Module):
             noise: Optional (B, L_patches) masking noise (smallest values are kept).
             generator: Random generator for the masking noise.
         """
-        grid = self.encoder.check_images(img, name="img")
-        if grid != self.encoder.grid_size:
-            raise ValueError(
-                f"img must be {self.encoder.grid_size[0] * self.encoder.patch_size}x"
-                f"{self.encoder.grid_size[1] * self.encoder.patch_size} (the encoder's image "
-                f"size), got {img.shape[-2]}x{img.shape[-1]}"
-            )
-        num_prefix = self.encoder.num_prefix_tokens
-        idx_keep, idx_mask = masking.random_token_mask(
-            (img.shape[0], self.encoder.sequence_length),
-            mask_ratio=self.masking_ratio,
-            num_prefix_tokens=num_prefix,
-            device=img.device,
-            generator=generator,
-            noise=noise,
+        out = self.core(img, noise=noise, generator=generator, input_name="img")
+        masked = out.idx_mask - self.encoder.num_prefix_tokens
+        return SimpleMAEOutput(
+            out.loss,
+            get_at_index(out.pred, masked),
+            get_at_index(out.target, masked),
+            out.idx_keep,
+            out.idx_mask,
         )
-        encoded = self.encoder.encode(img, idx_keep=idx_keep)
-        pred = self.decoder.predict_masked(encoded, idx_keep, idx_mask)
-        target = masked_patch_targets(img, self.encoder.patch_size, idx_mask, num_prefix)
-        return SimpleMAEOutput(self.criterion(pred, target), pred, target, idx_keep, idx_mask)
 
     def forward(self, img: Tensor) -> Tensor:
         """Returns the reconstruction loss of a batch of images (B, C, H, W)."""
-        return self.forward_with_outputs(img).loss
+        out: MAEOutput = self.core(img, input_name="img")
+        return out.loss
+
+
+def fresh_vit(
+    backbone: str,
+    img_size: int,
+    patch_size: int,
+    in_chans: int,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float = 4.0,
+) -> MaskedEncoderBase:
+    """A new, MAE-initialised ViT to pre-train with :class:`SimpleMAE` (the presets' encoder).
+
+    Args:
+        backbone: ``"timm"`` (``timm.models.VisionTransformer``) or ``"torchvision"``
+            (``torchvision.models.VisionTransformer``; its patch projection is replaced by one
+            with ``in_chans`` inputs when that is not 3).
+        img_size: Square input size, a multiple of ``patch_size``.
+        patch_size: Patch size.
+        in_chans: Image channels.
+        embed_dim: Width.
+        depth: Blocks.
+        num_heads: Attention heads.
+        mlp_ratio: MLP hidden size ratio.
+
+    Returns:
+        The ViT wrapped as a masked encoder with the MAE initialisation and a fixed sin-cos
+        position embedding (SimpleMAE itself keeps whatever weights it is given).
+    """
+    if backbone not in ("timm", "torchvision"):
+        raise ValueError(f"backbone must be 'timm' or 'torchvision', got {backbone!r}")
+    check_positive_int(img_size, "img_size")
+    check_positive_int(patch_size, "patch_size")
+    if img_size % patch_size:
+        raise ValueError(f"img_size must be a multiple of patch_size={patch_size}, got {img_size}")
+    vit: nn.Module
+    if backbone == "timm":
+        from timm.models.vision_transformer import VisionTransformer
+
+        vit = VisionTransformer(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            num_classes=0,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=True,
+            weight_init="skip",
+        )
+    else:
+        from torchvision.models import VisionTransformer as TorchvisionViT
+
+        vit = TorchvisionViT(
+            image_size=img_size,
+            patch_size=patch_size,
+            num_layers=depth,
+            num_heads=num_heads,
+            hidden_dim=embed_dim,
+            mlp_dim=int(embed_dim * mlp_ratio),
+        )
+        if in_chans != 3:
+            vit.conv_proj = nn.Conv2d(
+                in_chans, embed_dim, kernel_size=patch_size, stride=patch_size
+            )
+    return wrap_vit(
+        vit, weight_initialization="", pos_embed_initialization="sincos", use_mask_token=False
+    )

@@ -17,12 +17,13 @@ from torch import Tensor, nn
 
 from ssl_mae import masking
 from ssl_mae._validation import check_index, check_positive_int, check_tensor, to_2tuple
-from ssl_mae.modules.masked_vision_transformer import init_mae_weights
-from ssl_mae.pos_embed import get_2d_sincos_pos_embed
+from ssl_mae.modules.init import init_mae_weights, init_tokens
+from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
 
 __all__ = ["MAEDecoder"]
 
 _LAYER_NORM_EPS6 = partial(nn.LayerNorm, eps=1e-6)
+_POS_EMBED_RESIZES = ("grid", "sequence")
 
 
 class MAEDecoder(nn.Module):
@@ -47,7 +48,8 @@ class MAEDecoder(nn.Module):
         proj_drop_rate: Dropout after the attention/MLP projections.
         attn_drop_rate: Attention dropout.
         norm_layer: Normalisation layer factory.
-        initialize_weights: Apply the MAE initialisation.
+        initialize_weights: Apply the MAE initialisation (:meth:`init_weights`, which also fills
+            the sin-cos position table); False leaves every weight to the caller, as Lightly.
         mask_token: Optional (1, 1, decoder_embed_dim) mask token to share.
         grid_size: Patch grid ``(h, w)`` for non-square images; square ``sqrt(num_patches)``
             when None.
@@ -55,6 +57,9 @@ class MAEDecoder(nn.Module):
         act_layer: Activation of the decoder MLPs (GELU, as in MAE and Hugging Face's "gelu").
         decoder_head_dim: Width of one attention head when it should differ from
             ``decoder_embed_dim // decoder_num_heads`` (as in vit-pytorch's ``dim_head``).
+        pos_embed_resize: How the position table follows other image sizes: ``"grid"`` resizes
+            it bicubically as a 2-D grid, ``"sequence"`` as a 1 x L sequence in patch order
+            (what Hugging Face's ViTMAE decoder does).
     """
 
     def __init__(
@@ -77,8 +82,15 @@ class MAEDecoder(nn.Module):
         qkv_bias: bool = True,
         decoder_head_dim: int | None = None,
         act_layer: Callable[..., nn.Module] = nn.GELU,
+        pos_embed_resize: str = "grid",
     ) -> None:
         super().__init__()
+        if pos_embed_resize not in _POS_EMBED_RESIZES:
+            raise ValueError(
+                f"pos_embed_resize must be one of {list(_POS_EMBED_RESIZES)}, "
+                f"got {pos_embed_resize!r}"
+            )
+        self.pos_embed_resize = pos_embed_resize
         self.num_patches = check_positive_int(num_patches, "num_patches")
         self.patch_size = check_positive_int(patch_size, "patch_size")
         self.in_chans = check_positive_int(in_chans, "in_chans")
@@ -152,12 +164,19 @@ class MAEDecoder(nn.Module):
         self.decoder_pred = nn.Linear(
             decoder_embed_dim, patch_size * patch_size * in_chans, bias=True
         )
-        with torch.no_grad():
-            table = get_2d_sincos_pos_embed(decoder_embed_dim, self.grid_size, num_prefix_tokens)
-            self.decoder_pos_embed.copy_(table.unsqueeze(0))
         if initialize_weights:
-            nn.init.normal_(self.mask_token, std=0.02)
-            self.apply(init_mae_weights)
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """(Re-)applies the MAE initialisation: the fixed 2-D sin-cos position table,
+        N(0, 0.02) mask token, xavier-uniform linear layers and unit LayerNorms."""
+        with torch.no_grad():
+            table = get_2d_sincos_pos_embed(
+                self.decoder_pos_embed.shape[-1], self.grid_size, self.num_prefix_tokens
+            )
+            self.decoder_pos_embed.copy_(table.unsqueeze(0))
+        init_tokens(self.mask_token)
+        self.apply(init_mae_weights)
 
     @property
     def sequence_length(self) -> int:
@@ -260,27 +279,99 @@ class MAEDecoder(nn.Module):
         at_mask = torch.gather(decoded, 1, idx_mask.unsqueeze(-1).expand(-1, -1, dim))
         return self.predict(at_mask)
 
-    def predict_all(self, x_visible: Tensor, ids_restore: Tensor) -> Tensor:
+    def pos_embed_for_grid(self, grid_size: tuple[int, int] | None = None) -> Tensor:
+        """The (1, P + h * w, D_dec) position table for a patch grid (the native one when None),
+        resized as ``pos_embed_resize`` says when the grid differs from the native one."""
+        if grid_size is None or tuple(grid_size) == self.grid_size:
+            return self.decoder_pos_embed
+        grid_h, grid_w = grid_size
+        old_grid = self.grid_size
+        if self.pos_embed_resize == "sequence":
+            old_grid, grid_size = (1, self.num_patches), (1, grid_h * grid_w)
+        return interpolate_pos_embed(
+            self.decoder_pos_embed,
+            new_grid=grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+            old_grid=old_grid,
+            antialias=False,
+        )
+
+    def predict_all(
+        self,
+        x_visible: Tensor,
+        ids_restore: Tensor,
+        grid_size: tuple[int, int] | None = None,
+    ) -> Tensor:
         """Predicts the pixels of every patch (official MAE ``forward_decoder``).
 
         Args:
             x_visible: (B, P + L_keep, D_enc) encoder output: prefix tokens first, then the kept
                 patches in shuffled (ascending-noise) order, as from ``random_masking``.
             ids_restore: (B, L) permutation that restores the original patch order.
+            grid_size: Patch grid ``(h, w)`` of the images when it is not the native one
+                (``h * w = L``); the position table is resized (see ``pos_embed_resize``).
 
         Returns:
             (B, L, p * p * C) predictions for all patches (prefix tokens removed).
         """
         check_tensor(x_visible, "x_visible", ndim=3, shape_doc="(B, P + L_keep, D_enc)")
         batch_size = x_visible.shape[0]
-        check_index(ids_restore, "ids_restore", self.num_patches, batch_size)
-        if ids_restore.shape[1] != self.num_patches:
+        num_patches = self.num_patches
+        if grid_size is not None:
+            grid_h, grid_w = to_2tuple(grid_size, "grid_size")
+            num_patches = grid_h * grid_w
+        check_index(ids_restore, "ids_restore", num_patches, batch_size)
+        if ids_restore.shape[1] != num_patches:
             raise ValueError(
-                f"ids_restore must have shape (B, {self.num_patches}), "
-                f"got {tuple(ids_restore.shape)}"
+                f"ids_restore must have shape (B, {num_patches}), got {tuple(ids_restore.shape)}"
             )
         num_prefix = self.num_prefix_tokens
         x = self.embed(x_visible)
         restored = self.insert_mask_tokens(x[:, num_prefix:], ids_restore)
-        decoded = self.decode(torch.cat([x[:, :num_prefix], restored], dim=1))
+        tokens = torch.cat([x[:, :num_prefix], restored], dim=1)
+        decoded = self.decode(tokens, pos_embed=self.pos_embed_for_grid(grid_size))
         return self.predict(decoded[:, num_prefix:])
+
+    def predict_at(
+        self,
+        x_encoded: Tensor,
+        idx_keep: Tensor,
+        idx_decode: Tensor,
+        grid_size: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """Predicts the pixels of chosen masked patches only, decoding nothing else.
+
+        The decoder sees the visible tokens and one mask token per position in ``idx_decode``,
+        each with its own position embedding; attention does not depend on the order of the
+        tokens, so no full sequence is assembled. With ``idx_decode`` a fraction of the masked
+        positions, the decoder's cost shrinks with it (partial reconstruction, as in CrossMAE).
+
+        Args:
+            x_encoded: (B, P + K_keep, D_enc) encoder output for the tokens at ``idx_keep``.
+            idx_keep: (B, P + K_keep) kept positions over the full sequence.
+            idx_decode: (B, K_dec) masked positions over the full sequence to predict.
+            grid_size: Patch grid when it is not the native one.
+
+        Returns:
+            (B, K_dec, p * p * C) predictions in ``idx_decode`` order.
+        """
+        check_tensor(x_encoded, "x_encoded", ndim=3, shape_doc="(B, P + K_keep, D_enc)")
+        batch_size = x_encoded.shape[0]
+        table = self.pos_embed_for_grid(grid_size)
+        length = table.shape[1]
+        check_index(idx_keep, "idx_keep", length, batch_size)
+        check_index(idx_decode, "idx_decode", length, batch_size)
+        if idx_keep.shape[1] != x_encoded.shape[1]:
+            raise ValueError(
+                f"idx_keep must index the {x_encoded.shape[1]} tokens of x_encoded, "
+                f"got {idx_keep.shape[1]} indices"
+            )
+        x = self.embed(x_encoded)
+        dim = x.shape[-1]
+        positions = table.to(x.dtype).expand(batch_size, -1, -1)
+        visible = x + torch.gather(positions, 1, idx_keep.unsqueeze(-1).expand(-1, -1, dim))
+        queries = self.mask_token.to(x.dtype) + torch.gather(
+            positions, 1, idx_decode.unsqueeze(-1).expand(-1, -1, dim)
+        )
+        tokens = self.decoder_norm(self.decoder_blocks(torch.cat([visible, queries], dim=1)))
+        return self.predict(tokens[:, visible.shape[1] :])

@@ -12,21 +12,23 @@ interface. Both share one implementation of the token pipeline in :class:`Masked
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ssl_mae import masking
-from ssl_mae._validation import check_index, check_tensor
+from ssl_mae._validation import check_images, check_index, check_tensor
+from ssl_mae.modules.init import init_mae_weights, init_patch_projection, init_tokens
 from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
 
 __all__ = [
+    "EncoderStates",
     "MaskedEncoderBase",
     "MaskedVisionTransformer",
     "MaskedVisionTransformerTorchvision",
-    "init_mae_weights",
+    "block_forward_with_attention",
     "wrap_vit",
 ]
 
@@ -34,16 +36,52 @@ _WEIGHT_INITIALIZATIONS = ("", "skip")
 _POS_EMBED_INITIALIZATIONS = ("sincos", "learn", "skip")
 
 
-def init_mae_weights(module: nn.Module) -> None:
-    """MAE weight initialisation for one module: xavier-uniform Linear, unit LayerNorm."""
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
-        nn.init.ones_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
+class EncoderStates(NamedTuple):
+    """What :meth:`MaskedEncoderBase.encode_with_states` returns.
+
+    Attributes:
+        last_hidden_state: (B, K, D) tokens after the final norm.
+        hidden_states: The embedding output and every block's output (before the final norm),
+            each (B, K, D), or None.
+        attentions: Every block's attention probabilities (B, heads, K, K), or None.
+    """
+
+    last_hidden_state: Tensor
+    hidden_states: tuple[Tensor, ...] | None
+    attentions: tuple[Tensor, ...] | None
+
+
+def block_forward_with_attention(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Runs a timm ``Block`` with explicit attention, also returning the attention probabilities.
+
+    Computes the same function as ``block(x)`` (which uses fused scaled-dot-product attention),
+    through the block's own modules and weights.
+
+    Args:
+        block: A timm ``vision_transformer.Block`` (without gated attention).
+        x: (B, N, D) tokens.
+
+    Returns:
+        ``(out, probs)``: the block output (B, N, D) and the attention probabilities
+        (B, heads, N, N) after attention dropout, as Hugging Face returns them.
+    """
+    blk = cast(Any, block)
+    attn = blk.attn
+    if getattr(attn, "gate", None) is not None:
+        raise ValueError("block_forward_with_attention does not support gated attention blocks")
+    y = blk.norm1(x)
+    batch_size, length, _ = y.shape
+    qkv = attn.qkv(y).reshape(batch_size, length, 3, attn.num_heads, attn.head_dim)
+    query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    query, key = attn.q_norm(query), attn.k_norm(key)
+    scores = (query * attn.scale) @ key.transpose(-2, -1)
+    probs = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = attn.attn_drop(probs)
+    out = (probs @ value).transpose(1, 2).reshape(batch_size, length, -1)
+    out = attn.proj_drop(attn.proj(attn.norm(out)))
+    x = x + blk.drop_path1(blk.ls1(out))
+    x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+    return x, probs
 
 
 class MaskedEncoderBase(nn.Module):
@@ -156,6 +194,18 @@ class MaskedEncoderBase(nn.Module):
             self._initialize_weights()
         self._initialize_pos_embed(pos_embed_initialization)
 
+    def init_weights(self, pos_embed_initialization: str = "sincos") -> None:
+        """(Re-)applies the MAE initialisation and fills the position embedding.
+
+        Args:
+            pos_embed_initialization: ``"sincos"``, ``"learn"`` or ``"skip"`` (see the class).
+        """
+        _check_choice(
+            pos_embed_initialization, "pos_embed_initialization", _POS_EMBED_INITIALIZATIONS
+        )
+        self._initialize_weights()
+        self._initialize_pos_embed(pos_embed_initialization)
+
     def _initialize_weights(self) -> None:
         """MAE initialisation of the wrapped ViT (backend specific)."""
         raise NotImplementedError
@@ -179,42 +229,25 @@ class MaskedEncoderBase(nn.Module):
         """Recompute block activations in the backward pass to save memory."""
         self.grad_checkpointing = enable
 
-    def check_images(self, images: Tensor, name: str = "images") -> tuple[int, int]:
+    def check_images(
+        self, images: Tensor, name: str = "images", native_size: bool = False
+    ) -> tuple[int, int]:
         """Validates an image batch and returns its patch grid ``(h, w)``.
 
         Args:
             images: (B, C, H, W) float images, B >= 1, in the model's dtype (any float dtype
                 under autocast).
             name: The caller's name for the argument, used in error messages.
+            native_size: Accept only the native image size.
         """
-        check_tensor(images, name, ndim=4, shape_doc="(B, C, H, W)", floating=True)
-        batch_size, channels, height, width = images.shape
-        if batch_size == 0:
-            raise ValueError(
-                f"{name} must hold at least one image, got shape {tuple(images.shape)}"
-            )
-        if channels != self.in_chans:
-            raise ValueError(
-                f"{name} must have {self.in_chans} channels (the model's in_chans), got {channels} "
-                f"(shape {tuple(images.shape)})"
-            )
-        p = self.patch_size
-        if height % p or width % p:
-            raise ValueError(
-                f"{name} height and width must be multiples of the patch size {p}, "
-                f"got {height}x{width}"
-            )
-        weight_dtype = self._patch_weight_dtype()
-        if (
-            weight_dtype is not None
-            and images.dtype != weight_dtype
-            and not torch.is_autocast_enabled(images.device.type)
-        ):
-            raise TypeError(
-                f"{name} must have the model's dtype {weight_dtype} (or run under autocast), "
-                f"got {images.dtype}; convert with .to({weight_dtype})"
-            )
-        return height // p, width // p
+        return check_images(
+            images,
+            name,
+            in_chans=self.in_chans,
+            patch_size=self.patch_size,
+            native_grid=self.grid_size if native_size else None,
+            dtype=self._patch_weight_dtype(),
+        )
 
     def _patch_weight_dtype(self) -> torch.dtype | None:
         """Dtype of the model's weights (None for a model without parameters)."""
@@ -331,16 +364,55 @@ class MaskedEncoderBase(nn.Module):
             tokens = torch.gather(tokens, 1, idx_keep.unsqueeze(-1).expand(-1, -1, tokens.shape[2]))
         return tokens
 
-    def _run_blocks(self, tokens: Tensor, keep_intermediates: bool) -> tuple[Tensor, list[Tensor]]:
+    def _block_with_attention(self, block: nn.Module, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Runs one block and also returns its attention probabilities (B, heads, N, N)."""
+        return block_forward_with_attention(block, tokens)
+
+    def _run_blocks(
+        self, tokens: Tensor, keep_intermediates: bool, keep_attentions: bool = False
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         intermediates: list[Tensor] = []
+        attentions: list[Tensor] = []
         for block in self._blocks():
-            if self.grad_checkpointing and torch.is_grad_enabled():
+            if keep_attentions:
+                tokens, probs = self._block_with_attention(block, tokens)
+                attentions.append(probs)
+            elif self.grad_checkpointing and torch.is_grad_enabled():
                 tokens = cast(Tensor, checkpoint(block, tokens, use_reentrant=False))
             else:
                 tokens = block(tokens)
             if keep_intermediates:
                 intermediates.append(tokens)
-        return tokens, intermediates
+        return tokens, intermediates, attentions
+
+    def encode_with_states(
+        self,
+        images: Tensor,
+        idx_keep: Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> EncoderStates:
+        """Encodes like :meth:`encode` and also keeps what Hugging Face models report.
+
+        Args:
+            images: (B, C, H, W) images.
+            idx_keep: (B, K_keep) positions to keep, see :meth:`encode`.
+            output_hidden_states: Keep the embedding output and every block's output.
+            output_attentions: Keep every block's attention probabilities (computed explicitly,
+                not through the fused kernel).
+
+        Returns:
+            :class:`EncoderStates`.
+        """
+        tokens = self._norm_pre(self.preprocess(images, idx_keep=idx_keep))
+        final, intermediates, attentions = self._run_blocks(
+            tokens, keep_intermediates=output_hidden_states, keep_attentions=output_attentions
+        )
+        return EncoderStates(
+            last_hidden_state=self._norm(final),
+            hidden_states=(tokens, *intermediates) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
 
     def encode(
         self,
@@ -362,7 +434,7 @@ class MaskedEncoderBase(nn.Module):
         """
         tokens = self.preprocess(images, idx_mask=idx_mask, idx_keep=idx_keep, mask=mask)
         tokens = self._norm_pre(tokens)
-        tokens, _ = self._run_blocks(tokens, keep_intermediates=False)
+        tokens, _, _ = self._run_blocks(tokens, keep_intermediates=False)
         return self._norm(tokens)
 
     def forward_intermediates(
@@ -388,7 +460,7 @@ class MaskedEncoderBase(nn.Module):
         """
         tokens = self.preprocess(images, idx_mask=idx_mask, idx_keep=idx_keep, mask=mask)
         tokens = self._norm_pre(tokens)
-        tokens, intermediates = self._run_blocks(tokens, keep_intermediates=True)
+        tokens, intermediates, _ = self._run_blocks(tokens, keep_intermediates=True)
         if norm:
             intermediates = [self._norm(t) for t in intermediates]
         return self._norm(tokens), intermediates
@@ -591,11 +663,8 @@ class MaskedVisionTransformer(MaskedEncoderBase):
         return super().pool(tokens)
 
     def _initialize_weights(self) -> None:
-        weight = self.vit.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
-        for token in (self.vit.cls_token, self.vit.reg_token):
-            if token is not None:
-                nn.init.normal_(token, std=0.02)
+        init_patch_projection(self.vit.patch_embed.proj.weight)
+        init_tokens(self.vit.cls_token, self.vit.reg_token)
         self.apply(init_mae_weights)
 
 
@@ -641,9 +710,8 @@ class MaskedVisionTransformerTorchvision(MaskedEncoderBase):
         )
 
     def _initialize_weights(self) -> None:
-        weight = self.vit.conv_proj.weight.data
-        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
-        nn.init.normal_(self.vit.class_token, std=0.02)
+        init_patch_projection(self.vit.conv_proj.weight)
+        init_tokens(self.vit.class_token)
         self.vit.encoder.layers.apply(init_mae_weights)
         self.vit.encoder.ln.apply(init_mae_weights)
 
@@ -688,6 +756,12 @@ class MaskedVisionTransformerTorchvision(MaskedEncoderBase):
 
     def _global_pool(self) -> str:
         return "token"
+
+    def _block_with_attention(self, block: nn.Module, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        raise ValueError(
+            "output_attentions needs a timm VisionTransformer encoder; torchvision's encoder "
+            "blocks do not expose their attention probabilities"
+        )
 
 
 def wrap_vit(vit: nn.Module, **kwargs: Any) -> MaskedEncoderBase:

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = [
     "DEFAULT_NO_WEIGHT_DECAY_NAMES",
     "build_adamw",
+    "make_adamw",
     "param_groups_weight_decay",
     "scaled_lr",
     "warmup_cosine",
@@ -204,3 +205,58 @@ def build_adamw(
     if fused is None:
         fused = torch.cuda.is_available() and _all_on_cuda(param_groups)
     return AdamW(param_groups, lr=lr, betas=(float(betas[0]), float(betas[1])), fused=fused)
+
+
+# --- optimiser -----------------------------------------------------------------------------------
+def make_adamw(
+    params: nn.Module | Iterable[Tensor] | Iterable[dict[str, Any]],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.95),
+    weight_decay: float = 0.05,
+    fused: bool | None = None,
+) -> AdamW:
+    """AdamW with the MAE recipe, using the fused kernel on CUDA.
+
+    The fused kernel updates every parameter in one launch instead of one (or a few, ``foreach``)
+    per tensor; it computes the same update up to float rounding, so it is the default wherever
+    it exists (CUDA). On CPU it is opt-in (``fused=True``).
+
+    Args:
+        params: A module (split into decayed weight matrices and non-decayed norms, biases, tokens
+            and position embeddings, as in MAE), an iterable of parameters (all decayed) or of
+            parameter-group dicts (used as they are; groups without ``weight_decay`` get
+            ``weight_decay``).
+        lr: Peak learning rate.
+        betas: Adam coefficients.
+        weight_decay: Weight decay of weight matrices, >= 0.
+        fused: Fused implementation; None picks it when every parameter is on a CUDA device.
+
+    Returns:
+        The optimiser.
+    """
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
+        raise TypeError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if isinstance(params, nn.Module):
+        groups = param_groups_weight_decay(params, float(weight_decay))
+    elif isinstance(params, Tensor):
+        raise TypeError("params must be a module or an iterable of parameters, got one Tensor")
+    else:
+        items = list(params)
+        if not items:
+            raise ValueError("params is empty; pass a module or a non-empty list of parameters")
+        if all(isinstance(item, dict) for item in items):
+            groups = [
+                {"weight_decay": float(weight_decay), **cast(dict[str, Any], item)}
+                for item in items
+            ]
+        elif all(isinstance(item, Tensor) for item in items):
+            groups = [{"params": items, "weight_decay": float(weight_decay)}]
+        else:
+            kinds = sorted({type(item).__name__ for item in items})
+            raise TypeError(
+                "params must be a module, an iterable of tensors or an iterable of "
+                f"parameter-group dicts, got elements of types {kinds}"
+            )
+    return build_adamw(groups, lr=lr, betas=betas, fused=fused)

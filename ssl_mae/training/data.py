@@ -1,6 +1,4 @@
-"""Training plumbing behind ``ssl-mae pretrain``: resumable data, safe checkpoints, run reports.
-
-Lightning runs the loop; this module adds what a long, interruptible pre-training run needs:
+"""Pre-training data that resumes exactly: seeded batches, a loader that knows its position.
 
 * :class:`ResumableSampler` / :class:`ResumableDataLoader`: the sample order is a pure function
   of ``(seed, epoch, rank)`` and the loader remembers how many batches of the current epoch it
@@ -12,55 +10,24 @@ Lightning runs the loop; this module adds what a long, interruptible pre-trainin
   carries a seed derived from ``(seed, rank, epoch, batch index)``; the augmentation and the
   model's random masking draw from generators seeded with it, so same seed means the same loss
   curve, and resuming after a crash (even ``SIGKILL``) reaches bit-identical weights on CPU.
-* :class:`AtomicCheckpointIO`: checkpoints are written to a temporary file and moved into place
-  with ``os.replace``, so an interrupted write never leaves an unloadable ``last.ckpt``.
-* :class:`NonFiniteLossGuard`: a NaN/inf loss stops training before the bad step changes the
-  weights or reaches a checkpoint.
-* :class:`SkippedFilesReport`: counts unreadable image files (see
-  :class:`~ssl_mae.data.ImageFolderDataset`) and warns once per epoch.
-* :func:`knn_evaluate` and :func:`write_json_atomic` for the final numbers (``metrics.json``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import logging
 import math
-import os
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from pytorch_lightning.plugins.io import TorchCheckpointIO
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ssl_mae._validation import check_positive_int
-from ssl_mae.evaluation import extract_features, knn_accuracy
+from ssl_mae.data.normalize import normalize_images
 from ssl_mae.transforms import BatchedMAEAugment
 
-logger = logging.getLogger(__name__)
-
-__all__ = [
-    "AtomicCheckpointIO",
-    "NonFiniteLossError",
-    "NonFiniteLossGuard",
-    "PretrainDataModule",
-    "ResumableDataLoader",
-    "ResumableSampler",
-    "SkippedFilesReport",
-    "batch_seed",
-    "count_skipped_files",
-    "knn_evaluate",
-    "normalize_images",
-    "write_json_atomic",
-]
+__all__ = ["PretrainDataModule", "ResumableDataLoader", "ResumableSampler", "batch_seed"]
 
 
 def batch_seed(seed: int, epoch: int, batch_index: int, rank: int = 0) -> int:
@@ -224,29 +191,6 @@ class ResumableDataLoader(DataLoader[Any]):
         self._resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
 
-def normalize_images(
-    images: Tensor, normalize: Mapping[str, Sequence[float]] | None, size: tuple[int, int]
-) -> Tensor:
-    """uint8 images to the model's input: float in [0, 1], resized, then normalised.
-
-    Args:
-        images: (B, C, H, W) uint8 (or float in [0, 1]) images.
-        normalize: ``{"mean": [...], "std": [...]}`` with 1 or C entries, or None.
-        size: Model input ``(height, width)``; other sizes are resized (bilinear, antialiased).
-
-    Returns:
-        (B, C, height, width) float32 images.
-    """
-    pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    if tuple(pixels.shape[-2:]) != tuple(size):
-        pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=True).clamp(0, 1)
-    if normalize is None:
-        return pixels
-    mean = torch.tensor(normalize["mean"], device=pixels.device).view(-1, 1, 1)
-    std = torch.tensor(normalize["std"], device=pixels.device).view(-1, 1, 1)
-    return (pixels - mean) / std
-
-
 class PretrainDataModule(pl.LightningDataModule):
     """Pre-training data: resumable, seeded training batches and fixed validation batches.
 
@@ -390,242 +334,3 @@ class PretrainDataModule(pl.LightningDataModule):
             self.augment.to(images.device)
             return [self.augment(images, generator=generator), labels]
         return [normalize_images(images, self.normalize, self.img_size), labels]
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes checkpoints atomically: a temporary file in the same folder, then ``os.replace``.
-
-    A process killed mid-write leaves at most a stray ``*.tmp`` file; the previous checkpoint
-    under the final name stays intact and loadable.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
-    ) -> None:
-        """Saves ``checkpoint`` to ``path`` atomically.
-
-        Args:
-            checkpoint: The checkpoint dict.
-            path: Final file path (local file system).
-            storage_options: Not supported; must be None.
-        """
-        if storage_options is not None:
-            raise TypeError(
-                f"AtomicCheckpointIO takes no storage_options, got {type(storage_options)}"
-            )
-        save_atomic(checkpoint, path)
-
-
-def save_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save(obj, path)`` through a temporary file and ``os.replace``.
-
-    Args:
-        obj: Anything ``torch.save`` accepts.
-        path: Destination file; its folder is created if needed.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())  # the data must be on disk before the rename makes it live
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-
-
-def write_json_atomic(data: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Writes ``data`` as indented JSON through a temporary file and ``os.replace``.
-
-    Args:
-        data: JSON-serialisable mapping.
-        path: Destination file.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised by :class:`NonFiniteLossGuard` when the training loss is NaN or infinite."""
-
-
-class NonFiniteLossGuard(pl.Callback):
-    """Stops training at the first NaN/inf loss, before backward and the optimiser step.
-
-    Raising in ``on_before_backward`` means the bad step never updates the weights, the
-    optimiser state or the lr schedule, and no checkpoint is written after it: ``last.ckpt``
-    keeps the last good state.
-    """
-
-    def on_before_backward(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor
-    ) -> None:
-        """Checks ``loss`` (one device sync per step)."""
-        if bool(torch.isfinite(loss.detach()).all()):
-            return
-        last = ""
-        for callback in trainer.checkpoint_callbacks:
-            path = getattr(callback, "last_model_path", "")
-            if path and os.path.exists(path):
-                last = f"; last good checkpoint: {path}"
-                break
-        raise NonFiniteLossError(
-            f"training loss became {float(loss.detach().float().mean())} at step "
-            f"{trainer.global_step} (epoch {trainer.current_epoch}); training stopped{last}. "
-            "Try a lower --lr/--base-lr, --precision 32-true or a longer warmup."
-        )
-
-
-def _unwrap(dataset: Any) -> Any:
-    """The dataset inside ``Subset`` wrappers."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
-
-
-def count_skipped_files(datasets: Iterable[Any]) -> int:
-    """Sum of ``num_skipped`` over the datasets that count unreadable files (others add 0).
-
-    ``Subset`` wrappers are looked through.
-    """
-    total = 0
-    for dataset in datasets:
-        skipped = getattr(_unwrap(dataset), "num_skipped", None)
-        if isinstance(skipped, int):
-            total += skipped
-    return total
-
-
-class SkippedFilesReport(pl.Callback):
-    """Warns at the end of each training epoch how many unreadable files were skipped so far.
-
-    Counts are per process (each DDP rank reads its own share of the files).
-
-    Args:
-        datasets: Datasets with a ``num_skipped`` count (e.g. ``ImageFolderDataset``); others
-            are ignored.
-    """
-
-    def __init__(self, datasets: Iterable[Any]) -> None:
-        self.datasets = [d for d in datasets if d is not None]
-        self._reported = 0
-
-    @property
-    def num_skipped(self) -> int:
-        """Unreadable files found so far in all datasets."""
-        return count_skipped_files(self.datasets)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Logs a warning when new unreadable files were found in this epoch."""
-        count = self.num_skipped
-        if count > self._reported:
-            first = ""
-            for dataset in self.datasets:
-                paths: list[Path] = getattr(_unwrap(dataset), "skipped_paths", list)()
-                if paths:
-                    first = f" (first: {paths[0]})"
-                    break
-            logger.warning("skipped %d unreadable image files so far%s", count, first)
-            self._reported = count
-
-
-class _EvalBatches:
-    """Iterable of ``(normalised images, labels)`` over a uint8 dataset, for feature extraction."""
-
-    def __init__(
-        self,
-        dataset: Dataset[Any],
-        batch_size: int,
-        normalize: Mapping[str, Sequence[float]] | None,
-        size: tuple[int, int],
-        num_workers: int,
-    ) -> None:
-        self.loader: DataLoader[Any] = DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
-        )
-        self.normalize = normalize
-        self.size = size
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for images, labels, *_ in self.loader:
-            yield normalize_images(images, self.normalize, self.size), labels
-
-
-def knn_evaluate(
-    encoder: nn.Module,
-    train_set: Dataset[Any],
-    test_set: Dataset[Any],
-    normalize: Mapping[str, Sequence[float]] | None,
-    img_size: tuple[int, int],
-    num_classes: int,
-    k: int = 200,
-    temperature: float = 0.07,
-    pool: str = "mean",
-    batch_size: int = 512,
-    device: torch.device | str | None = None,
-    num_workers: int = 0,
-) -> dict[str, float]:
-    """kNN top-1/top-5 of a frozen encoder: features of the whole train split as the bank,
-    the test split as queries.
-
-    Args:
-        encoder: Encoder with ``encode`` + ``num_prefix_tokens`` (e.g. ``MAE.encoder``) or any
-            backbone :func:`~ssl_mae.evaluation.extract_features` accepts.
-        train_set: Labelled dataset of uint8 images (the bank).
-        test_set: Labelled dataset of uint8 images (the queries).
-        normalize: Normalisation of the model input, as in training.
-        img_size: Model input ``(height, width)``.
-        num_classes: Number of classes.
-        k: Neighbours; clamped to the size of the bank.
-        temperature: Vote temperature.
-        pool: ``"mean"`` (patch tokens) or ``"cls"``.
-        batch_size: Images per forward pass.
-        device: Where to run the encoder (default: where it is).
-        num_workers: DataLoader workers.
-
-    Returns:
-        ``{"top1": %, "top5": %, "k": k used, "num_train": N, "num_test": M}`` with accuracies
-        in percent.
-    """
-    train_x, train_y = extract_features(
-        encoder,
-        _EvalBatches(train_set, batch_size, normalize, img_size, num_workers),
-        pool=pool,
-        device=device,
-    )
-    test_x, test_y = extract_features(
-        encoder,
-        _EvalBatches(test_set, batch_size, normalize, img_size, num_workers),
-        pool=pool,
-        device=device,
-    )
-    if bool((train_y < 0).any()) or bool((test_y < 0).any()):
-        raise ValueError(
-            "kNN evaluation needs labelled images; the dataset has unlabelled ones (a flat "
-            "image folder); use a folder with one subfolder per class"
-        )
-    k_used = min(k, train_x.shape[0])
-    result = knn_accuracy(
-        train_x, train_y, test_x, test_y, num_classes=num_classes, k=k_used, temperature=temperature
-    )
-    return {
-        "top1": 100.0 * float(result["top1"]),
-        "top5": 100.0 * float(result["top5"]),
-        "k": float(k_used),
-        "num_train": float(train_x.shape[0]),
-        "num_test": float(test_x.shape[0]),
-    }

@@ -1,9 +1,15 @@
-"""The MAE optimisation recipe shared by every pretraining LightningModule.
+"""The one LightningModule that pre-trains every masked autoencoder of the package.
 
-AdamW with betas (0.9, 0.95) and weight decay 0.05 without norms, biases, tokens and position
-embeddings; lr = base_lr × effective batch / 256; a per-step linear warmup then cosine decay.
-:class:`~ssl_mae.models.MAE` and :class:`~ssl_mae.models.pretrain_module.PretrainModule` both
-inherit :class:`MAEOptimizerRecipe`, so the recipe is written once.
+:class:`PretrainModule` trains any model built on :class:`~ssl_mae.MaskedAutoencoder` (the core
+itself, ``SimpleMAE``, the HiViT pretrainer, ``ViTMAEForPreTraining``); the seed
+:class:`~ssl_mae.models.MAE` is a thin subclass. A training step is one call of the core::
+
+    out = self.masked_autoencoder(images)     # mask → encode visible → decode → loss
+    return out.loss
+
+The optimisation is the MAE recipe, written once: AdamW with betas (0.9, 0.95) and weight decay
+0.05 without norms, biases, tokens and position embeddings; ``lr = base_lr × effective batch /
+256``; a per-step linear warmup then cosine decay (:mod:`ssl_mae.training.optim`).
 """
 
 from __future__ import annotations
@@ -13,24 +19,30 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from ssl_mae._validation import check_mask_ratio
-from ssl_mae.optim import build_adamw, param_groups_weight_decay, scaled_lr, warmup_cosine_scheduler
+from ssl_mae.core import MAEOutput, MaskedAutoencoder, as_masked_autoencoder
+from ssl_mae.loss import MAELoss
+from ssl_mae.training.optim import (
+    build_adamw,
+    param_groups_weight_decay,
+    scaled_lr,
+    warmup_cosine_scheduler,
+)
 
 __all__ = [
     "DEFAULT_WARMUP_FRACTION",
-    "TRAINING_DEFAULTS",
-    "MAEOptimizerRecipe",
+    "TRAINING_OPTIONS",
+    "PretrainModule",
     "check_training_options",
     "dataloader_batch_size",
     "images_from_batch",
     "load_train_data",
 ]
 
-#: Training options (``**kwargs`` of :class:`~ssl_mae.models.MAE`) and their defaults.
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "mask_ratio": 0.75,
+#: Optimisation options of :class:`PretrainModule` (and ``**kwargs`` of ``MAE``) with defaults.
+TRAINING_OPTIONS: Mapping[str, Any] = {
     "base_lr": 1.5e-4,
     "lr": None,
     "min_lr": 0.0,
@@ -41,7 +53,6 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "batch_size": None,
     "total_steps": None,
     "fused_adamw": None,
-    "layer_norm_eps": None,
 }
 # Without warmup_epochs/warmup_steps, warm up for the same share of the run as the official
 # defaults (40 of 400 epochs).
@@ -49,8 +60,7 @@ DEFAULT_WARMUP_FRACTION = 0.1
 
 
 def check_training_options(options: Mapping[str, Any]) -> None:
-    """Validates the training options (see :data:`TRAINING_DEFAULTS`), naming the bad one."""
-    check_mask_ratio(options["mask_ratio"])
+    """Validates the training options (see :data:`TRAINING_OPTIONS`), naming the bad one."""
     for name in ("base_lr", "min_lr", "weight_decay") + (
         ("lr",) if options["lr"] is not None else ()
     ):
@@ -84,9 +94,6 @@ def check_training_options(options: Mapping[str, Any]) -> None:
             raise ValueError(f"{name} must be None or an int >= {minimum}, got {value!r}")
     if options["fused_adamw"] is not None and not isinstance(options["fused_adamw"], bool):
         raise TypeError(f"fused_adamw must be a bool or None, got {options['fused_adamw']!r}")
-    eps = options["layer_norm_eps"]
-    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))):
-        raise TypeError(f"layer_norm_eps must be None or a float, got {eps!r}")
 
 
 def images_from_batch(batch: Any) -> Tensor:
@@ -135,18 +142,157 @@ def load_train_data(trainer: pl.Trainer) -> None:
         trainer.fit_loop.setup_data()
 
 
-class MAEOptimizerRecipe(pl.LightningModule):
-    """Base LightningModule with the MAE optimisation recipe, driven by hyperparameters.
+def _plain(value: Any, name: str) -> Any:
+    """Checks that a hyperparameter is made of plain types (checkpoints load weights-only)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, name) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item, name) for key, item in value.items()}
+    raise TypeError(
+        f"{name} must hold plain values (numbers, strings, lists, dicts) so that checkpoints "
+        f"load with weights_only=True, got {type(value).__name__}"
+    )
 
-    Subclasses store the options of :data:`TRAINING_DEFAULTS` in ``self.hparams`` (with
-    ``save_hyperparameters``) and provide the steps. ``configure_optimizers`` then builds AdamW
-    (betas from ``betas``, weight decay ``weight_decay`` without norms, biases, tokens and
-    position embeddings) with a per-step linear warmup (``warmup_steps``/``warmup_epochs``,
-    default 10% of the run) and a cosine decay to ``min_lr``; the peak is ``lr`` or
-    ``base_lr * effective_batch / 256``. These are the semantics of
-    :meth:`ssl_mae.models.MAE.configure_optimizers`.
+
+class PretrainModule(pl.LightningModule):
+    """Pre-trains a masked autoencoder with the MAE recipe.
+
+    ``training_step`` calls the model's core (masks from the global torch generator, which the
+    CLI seeds per batch); ``validation_step`` draws its masks from a generator seeded with the
+    batch index, so the validation loss of different epochs compares the same masks.
+
+    Args:
+        model: A :class:`~ssl_mae.MaskedAutoencoder` or a model built on one (stored as
+            ``self.model``; its weights are shared, not copied).
+        preset: Name of the preset the model was built from, stored in checkpoints so that
+            :func:`ssl_mae.models.presets.pretrain_module_from_checkpoint` can rebuild it.
+        model_overrides: The keyword overrides the preset was built with (plain values).
+        hparams: What to store instead of ``preset`` and ``model_overrides``, for subclasses
+            that rebuild the model from their own arguments (``MAE``).
+        **training_options: Any of :data:`TRAINING_OPTIONS`: ``base_lr`` (1.5e-4, scaled by
+            ``effective_batch / 256``), ``lr`` (an absolute peak lr overriding the scaling),
+            ``min_lr``, ``weight_decay``, ``betas``, ``warmup_epochs`` or ``warmup_steps``
+            (None: 10% of the run), ``batch_size`` (images per device per step; read from the
+            trainer's dataloader when None), ``total_steps`` (from the trainer when None),
+            ``fused_adamw`` (None: fused on CUDA).
+
+    Raises:
+        TypeError: For a model without a core or unknown options.
     """
 
+    def __init__(
+        self,
+        model: nn.Module,
+        preset: str | None = None,
+        model_overrides: Mapping[str, Any] | None = None,
+        *,
+        hparams: Mapping[str, Any] | None = None,
+        **training_options: Any,
+    ) -> None:
+        super().__init__()
+        core = as_masked_autoencoder(model)
+        unknown = sorted(set(training_options) - set(TRAINING_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown keyword arguments {unknown}; allowed are "
+                f"{sorted(TRAINING_OPTIONS)}"
+            )
+        if preset is not None and not isinstance(preset, str):
+            raise TypeError(f"preset must be a str or None, got {preset!r}")
+        options = {**TRAINING_OPTIONS, **training_options}
+        check_training_options(options)
+        options["betas"] = [float(b) for b in options["betas"]]
+        self.model = model
+        if hparams is None:
+            hparams = {
+                "preset": preset,
+                "model_overrides": _plain(dict(model_overrides or {}), "model_overrides"),
+            }
+        self.save_hyperparameters({**hparams, "mask_ratio": core.mask_ratio, **options})
+
+    # --- what the trainer, the evaluation and the CLI read -----------------------------------
+    @property
+    def masked_autoencoder(self) -> MaskedAutoencoder:
+        """The core that is trained (shares its weights with ``self.model``)."""
+        return as_masked_autoencoder(self.model)
+
+    @property
+    def img_size(self) -> int:
+        """Native input size (square models)."""
+        height, width = self.masked_autoencoder.image_size
+        if height != width:
+            raise ValueError(f"the model takes {height}x{width} images; img_size needs square")
+        return height
+
+    @property
+    def in_chans(self) -> int:
+        """Input channels."""
+        return int(self.masked_autoencoder.encoder.in_chans)
+
+    @property
+    def patch_size(self) -> int:
+        """Patch size (HiViT: mask-unit size) of the targets."""
+        return int(self.masked_autoencoder.encoder.patch_size)
+
+    @property
+    def criterion(self) -> nn.Module:
+        """The core's loss module."""
+        return self.masked_autoencoder.loss
+
+    @property
+    def norm_pix_loss(self) -> bool:
+        """Whether the targets are per-patch normalised pixels."""
+        criterion = self.criterion
+        return bool(isinstance(criterion, MAELoss) and criterion.norm_pix)
+
+    def feature_encoder(self) -> nn.Module:
+        """The encoder, for frozen features (``encode(images)`` + ``num_prefix_tokens``)."""
+        return self.masked_autoencoder.encoder
+
+    # --- computation --------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Calls the wrapped model with its own interface."""
+        return self.model(*args, **kwargs)
+
+    def mae_step(
+        self,
+        images: Tensor,
+        mask_ratio: float | None = None,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MAEOutput:
+        """One MAE step of the core (see :meth:`ssl_mae.MaskedAutoencoder.forward`)."""
+        out: MAEOutput = self.masked_autoencoder(images, mask_ratio, noise, generator)
+        return out
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """One pre-training step; logs ``train_loss``.
+
+        Args:
+            batch: Images (B, C, H, W), ``(images, labels, ...)`` or ``([images], labels, ...)``.
+            batch_idx: Index of the batch.
+        """
+        images = images_from_batch(batch)
+        loss = self.mae_step(images).loss
+        self.log("train_loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Loss on held-out images with masks seeded by ``batch_idx``; logs ``val_loss``.
+
+        Args:
+            batch: As in :meth:`training_step`.
+            batch_idx: Index of the batch.
+        """
+        images = images_from_batch(batch)
+        generator = torch.Generator(device=images.device).manual_seed(batch_idx)
+        loss = self.mae_step(images, generator=generator).loss
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=images.shape[0])
+        return loss
+
+    # --- the MAE optimisation recipe ----------------------------------------------------------
     def effective_batch_size(self) -> int:
         """Images per optimiser step: ``batch_size * world_size * accumulate_grad_batches``,
         the per-device batch size from the ``batch_size`` hyperparameter or the trainer's

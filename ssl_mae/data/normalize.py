@@ -1,0 +1,34 @@
+"""From stored uint8 images to model inputs: scale, resize, normalise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["normalize_images"]
+
+
+def normalize_images(
+    images: Tensor, normalize: Mapping[str, Sequence[float]] | None, size: tuple[int, int]
+) -> Tensor:
+    """uint8 images to the model's input: float in [0, 1], resized, then normalised.
+
+    Args:
+        images: (B, C, H, W) uint8 (or float in [0, 1]) images.
+        normalize: ``{"mean": [...], "std": [...]}`` with 1 or C entries, or None.
+        size: Model input ``(height, width)``; other sizes are resized (bilinear, antialiased).
+
+    Returns:
+        (B, C, height, width) float32 images.
+    """
+    pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if tuple(pixels.shape[-2:]) != tuple(size):
+        pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+    if normalize is None:
+        return pixels
+    mean = torch.tensor(normalize["mean"], device=pixels.device).view(-1, 1, 1)
+    std = torch.tensor(normalize["std"], device=pixels.device).view(-1, 1, 1)
+    return (pixels - mean) / std

@@ -1,0 +1,76 @@
+"""State-dict layouts of the model façades.
+
+Every façade holds its :class:`~ssl_mae.MaskedAutoencoder` as the child ``core``, so its
+parameters live under ``core.encoder.*`` and ``core.decoder.*``. Users and checkpoints expect
+other names: the official MAE keys for ``MAE`` (``blocks.0.attn.qkv.weight``,
+``decoder_embed.weight``), ``backbone.*`` for the HiViT pretrainer, ``encoder.*``/``decoder.*``
+for ``SimpleMAE``. :func:`install_layout` renames the keys on the way out of ``state_dict`` and
+back on the way into ``load_state_dict`` (which also accepts the internal ``core.*`` names), so
+every parameter exists once and every checkpoint format loads with plain ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from torch import nn
+
+__all__ = ["install_layout", "prefix_layout"]
+
+KeyMap = Callable[[str], str]
+
+
+def install_layout(module: nn.Module, export_key: KeyMap, import_key: KeyMap) -> None:
+    """Renames ``module``'s state-dict keys in both directions.
+
+    Args:
+        module: The façade.
+        export_key: Internal key (relative to ``module``) → published key.
+        import_key: Published (or internal) key → internal key; must invert ``export_key``.
+    """
+
+    def export(
+        _module: nn.Module, state_dict: MutableMapping[str, Any], prefix: str, _meta: Any
+    ) -> None:
+        _rename(state_dict, prefix, export_key)
+
+    def import_(
+        state_dict: MutableMapping[str, Any], prefix: str, *_args: Any, **_kwargs: Any
+    ) -> None:
+        _rename(state_dict, prefix, import_key)
+
+    # The underscore hooks exist in every torch >= 2.1 (the public ones came later).
+    module._register_state_dict_hook(export)  # type: ignore[no-untyped-call]
+    module._register_load_state_dict_pre_hook(import_)  # type: ignore[no-untyped-call]
+
+
+def _rename(state_dict: MutableMapping[str, Any], prefix: str, key_map: KeyMap) -> None:
+    # Rebuild in order: state dicts are ordered, and checkpoints list keys as modules do.
+    items = list(state_dict.items())
+    state_dict.clear()
+    for key, value in items:
+        if key.startswith(prefix):
+            key = prefix + key_map(key[len(prefix) :])
+        state_dict[key] = value
+
+
+def prefix_layout(pairs: list[tuple[str, str]]) -> tuple[KeyMap, KeyMap]:
+    """Key maps that swap prefixes: ``[("core.encoder.", "encoder."), ...]`` (internal first).
+
+    Keys that match no pair are left as they are.
+    """
+
+    def export_key(key: str) -> str:
+        for internal, published in pairs:
+            if key.startswith(internal):
+                return published + key[len(internal) :]
+        return key
+
+    def import_key(key: str) -> str:
+        for internal, published in pairs:
+            if key.startswith(published) and not key.startswith(internal):
+                return internal + key[len(published) :]
+        return key
+
+    return export_key, import_key
