@@ -7,12 +7,6 @@ from functools import partial
 from typing import Any, cast
 
 import torch
-from timm.models.vision_transformer import Block
-
-try:
-    from timm.layers.attention import Attention
-except ImportError:  # timm < 1.0.10 keeps Attention in the ViT module
-    from timm.models.vision_transformer import Attention  # type: ignore[attr-defined]
 from torch import Tensor, nn
 
 from ssl_mae import masking
@@ -23,6 +17,20 @@ from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
 __all__ = ["MAEDecoder"]
 
 _LAYER_NORM_EPS6 = partial(nn.LayerNorm, eps=1e-6)
+
+
+def _timm_block_classes() -> tuple[type[nn.Module], type[nn.Module]]:
+    """timm's ``Block`` and ``Attention``, imported when a decoder is built: ``import timm``
+    takes longer than ``import torch``, and importing ``ssl_mae`` should not pay it."""
+    from timm.models.vision_transformer import Block
+
+    try:
+        from timm.layers.attention import Attention
+    except ImportError:  # timm < 1.0.10 keeps Attention in the ViT module
+        from timm.models.vision_transformer import Attention  # type: ignore[attr-defined]
+    return Block, Attention
+
+
 _POS_EMBED_RESIZES = ("grid", "sequence")
 
 
@@ -125,6 +133,7 @@ class MAEDecoder(nn.Module):
                     f"grid_size {self.grid_size} does not hold num_patches={num_patches} patches"
                 )
 
+        Block, Attention = _timm_block_classes()
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)
         self.mask_token = (
             mask_token
