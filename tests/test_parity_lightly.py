@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import pytest
@@ -161,3 +162,33 @@ def test_random_token_mask_counts_match_lightly(length: int, ratio: float) -> No
     order = torch.argsort(full_noise, dim=1)
     assert torch.equal(ours_keep, order[:, : ours_keep.shape[1]])
     assert torch.equal(ours_mask, order[:, ours_keep.shape[1] :])
+
+
+def test_repeat_token_owns_its_memory_like_lightly() -> None:
+    token = torch.randn(1, 1, 5)
+    ours, theirs = masking.repeat_token(token, (2, 3)), lightly_utils.repeat_token(token, (2, 3))
+    ours[0, 0] = 0.0
+    theirs[0, 0] = 0.0
+    assert torch.equal(ours, theirs)
+    report("repeat_token after an in-place write", float((ours - theirs).abs().max()))
+
+
+@pytest.mark.parametrize("mask_class_token", [False, True])
+@pytest.mark.parametrize("ratio", [None, 1.0], ids=["default-ratio", "ratio-1"])
+def test_random_token_mask_defaults_and_ratio_one_like_lightly(
+    mask_class_token: bool, ratio: float | None
+) -> None:
+    ratio_args = () if ratio is None else (ratio,)
+    theirs_keep, theirs_mask = lightly_utils.random_token_mask(
+        (3, 17), *ratio_args, mask_class_token=mask_class_token
+    )
+    ours_keep, ours_mask = masking.random_token_mask(
+        (3, 17), *ratio_args, mask_class_token=mask_class_token
+    )
+    assert ours_keep.shape == theirs_keep.shape and ours_mask.shape == theirs_mask.shape
+    if ratio == 1.0:  # no randomness left in what is kept
+        assert torch.equal(ours_keep, theirs_keep)
+        assert torch.equal(ours_mask.sort(dim=1).values, theirs_mask.sort(dim=1).values)
+    theirs_default = inspect.signature(lightly_utils.random_token_mask).parameters["mask_ratio"]
+    ours_default = inspect.signature(masking.random_token_mask).parameters["mask_ratio"]
+    assert ours_default.default == theirs_default.default
