@@ -222,45 +222,61 @@ class ViTMAEForPreTrainingOutput(ModelOutput):
 # Models
 # --------------------------------------------------------------------------------------------
 def config_from_official_state_dict(
-    state_dict: Mapping[str, Tensor],
+    state_dict: convert.Checkpoint | Mapping[str, Any] | str | os.PathLike[str],
     num_attention_heads: int | None = None,
-    decoder_num_attention_heads: int = 16,
+    decoder_num_attention_heads: int | None = None,
     layer_norm_eps: float = 1e-6,
     **overrides: Any,
 ) -> ViTMAEConfig:
     """Builds a :class:`ViTMAEConfig` that fits an official MAE or timm ViT state dict.
 
-    Head counts are not stored in the weights: the encoder default is ``hidden_size // 64`` (true
-    for ViT-B/L/H), the decoder default 16 (the official decoders). The official models use
-    LayerNorm epsilon 1e-6.
+    Sizes are read from the weights. Head counts are not in the weights and are never guessed:
+    they come from the arguments, else from the checkpoint's hyper-parameters (``args.model``
+    of files saved by the official ``main_pretrain.py``, ``num_heads``/``decoder_num_heads`` of
+    Lightning checkpoints of ``ssl_mae.MAE``), else a ``ValueError`` asks for them. The decoder
+    count is only needed when the state dict holds a decoder (otherwise the config's default
+    decoder is built fresh). ``norm_pix_loss`` and ``mask_ratio`` are read from those
+    hyper-parameters too. The official models use LayerNorm epsilon 1e-6.
 
     Args:
-        state_dict: Official-layout state dict (or a checkpoint holding one).
-        num_attention_heads: Encoder heads; ``hidden_size // 64`` when None.
-        decoder_num_attention_heads: Decoder heads (used when the state dict has a decoder).
+        state_dict: Official-layout state dict, a checkpoint holding one, or its path.
+        num_attention_heads: Encoder heads.
+        decoder_num_attention_heads: Decoder heads.
         layer_norm_eps: LayerNorm epsilon.
         **overrides: Any other :class:`ViTMAEConfig` field.
+
+    Raises:
+        ValueError: When a needed head count is neither given nor stored in the checkpoint.
     """
-    info = convert.infer_official_architecture(convert.unwrap_checkpoint(state_dict))
-    hidden = info["embed_dim"]
+    checkpoint = convert.read_checkpoint(state_dict)
+    info = convert.infer_official_architecture(checkpoint.state_dict)
+    heads, decoder_heads = convert.checkpoint_head_counts(
+        checkpoint,
+        info,
+        num_attention_heads,
+        decoder_num_attention_heads,
+        names=("num_attention_heads", "decoder_num_attention_heads"),
+    )
     fields: dict[str, Any] = {
-        "hidden_size": hidden,
+        "hidden_size": info["embed_dim"],
         "num_hidden_layers": info["depth"],
-        "num_attention_heads": num_attention_heads or max(hidden // 64, 1),
+        "num_attention_heads": heads,
         "intermediate_size": info["mlp_hidden"],
         "image_size": info["grid_size"][0] * info["patch_size"],
         "patch_size": info["patch_size"],
         "num_channels": info["in_chans"],
         "qkv_bias": info["qkv_bias"],
         "layer_norm_eps": layer_norm_eps,
+        **convert.checkpoint_loss_options(checkpoint),
     }
     if "decoder_embed_dim" in info:
         fields.update(
             decoder_hidden_size=info["decoder_embed_dim"],
             decoder_num_hidden_layers=max(info["decoder_depth"], 1),
             decoder_intermediate_size=info["decoder_mlp_hidden"] or 4 * info["decoder_embed_dim"],
-            decoder_num_attention_heads=decoder_num_attention_heads,
         )
+    if decoder_heads is not None:
+        fields["decoder_num_attention_heads"] = decoder_heads
     fields.update(overrides)
     return ViTMAEConfig(**fields)
 
@@ -533,16 +549,18 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
         Args:
             checkpoint: Path, ``{"model": ...}`` or flat official state dict. Encoder-only
                 checkpoints need ``strict=False`` (the decoder is then freshly initialised).
-            config: Architecture; inferred from the weights when None (see
-                :func:`config_from_official_state_dict`, which takes ``config_kwargs``).
+            config: Architecture; read from the weights when None (see
+                :func:`config_from_official_state_dict`, which takes ``config_kwargs``: the
+                head counts ``num_attention_heads`` and ``decoder_num_attention_heads`` are
+                required unless the checkpoint's hyper-parameters give them).
             strict: Raise on missing/unexpected keys.
             **config_kwargs: Passed to :func:`config_from_official_state_dict`.
         """
-        state_dict = convert.unwrap_checkpoint(checkpoint)
+        read = convert.read_checkpoint(checkpoint)
         if config is None:
-            config = config_from_official_state_dict(state_dict, **config_kwargs)
+            config = config_from_official_state_dict(read, **config_kwargs)
         model = cls(config)
-        model.load_official_state_dict(state_dict, strict=strict)
+        model.load_official_state_dict(read.state_dict, strict=strict)
         return model
 
     @classmethod
@@ -557,7 +575,9 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
 
         Args:
             state_dict: timm ``VisionTransformer`` state dict (a classifier head is ignored).
-            config: Architecture; inferred from the weights when None.
+            config: Architecture; read from the weights when None, with
+                ``num_attention_heads`` from ``config_kwargs`` (timm state dicts do not hold
+                it).
             **config_kwargs: Passed to :func:`config_from_official_state_dict`.
         """
         flat = convert.unwrap_checkpoint(state_dict)
@@ -584,7 +604,9 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
             prefix: Prefix of the encoder in ``state_dict``, e.g. ``"backbone."``.
             decoder_prefix: Prefix of a Lightly ``MAEDecoderTIMM`` in ``state_dict`` (e.g.
                 ``"decoder."``) to load it too; None keeps a fresh decoder.
-            **config_kwargs: Passed to :func:`config_from_official_state_dict`.
+            **config_kwargs: Passed to :func:`config_from_official_state_dict`; when ``config``
+                is None they must give ``num_attention_heads`` (and, with ``decoder_prefix``,
+                ``decoder_num_attention_heads``), which Lightly state dicts do not hold.
         """
         encoder_state = convert.encoder_state_dict_from_lightly(state_dict, prefix=prefix)
         official = {k[len("vit.") :]: v for k, v in encoder_state.items() if k.startswith("vit.")}
