@@ -388,15 +388,15 @@ def test_official_weights_without_head_counts_raise_instead_of_guessing() -> Non
         ViTMAEForPreTraining.from_official(official)
     with pytest.raises(ValueError, match=both):
         config_from_official_state_dict({"model": official})
-    with pytest.raises(ValueError, match="^decoder_num_attention_heads cannot"):
+    with pytest.raises(ValueError, match=r"^decoder_num_attention_heads cannot"):
         ViTMAEForPreTraining.from_official(official, num_attention_heads=4)
     with pytest.raises(ValueError, match="num_heads and decoder_num_heads cannot be read"):
         MAE.from_official(official)
     encoder = {k: v for k, v in official.items() if not k.startswith(("decoder", "mask_token"))}
-    with pytest.raises(ValueError, match="^num_attention_heads cannot be read"):
+    with pytest.raises(ValueError, match=r"^num_attention_heads cannot be read"):
         ViTMAEForPreTraining.from_timm_encoder(encoder)
     lightly_state = {"backbone.vit." + k: v for k, v in encoder.items()}
-    with pytest.raises(ValueError, match="^num_attention_heads cannot be read"):
+    with pytest.raises(ValueError, match=r"^num_attention_heads cannot be read"):
         ViTMAEForPreTraining.from_lightly(lightly_state, prefix="backbone.")
 
     # With the true counts the loss is transformers' own (the guess 2/16 gave another one).
@@ -453,7 +453,7 @@ def test_head_counts_come_from_the_checkpoints_hyperparameters(tmp_path: Path) -
     assert read.hyperparameters["model"] == "mae_vit_base_patch16" and read.state_dict.keys() == (
         official.keys()
     )
-    with pytest.raises(ValueError, match="args.model is 'mae_vit_base_patch16', but its weights"):
+    with pytest.raises(ValueError, match=r"args\.model is 'mae_vit_base_patch16', but its weights"):
         MAE.from_official(path)  # the weights are not ViT-B: its heads would be a guess
     model = MAE.from_official(path, num_heads=4, decoder_num_heads=4)
     assert model.norm_pix_loss and model.hparams["mask_ratio"] == 0.6  # from args

@@ -87,7 +87,8 @@ def test_random_token_mask_ratio_one_keeps_only_the_prefix(num_prefix_tokens: in
         (3, length), mask_ratio=1.0, num_prefix_tokens=num_prefix_tokens
     )
     assert torch.equal(idx_keep, torch.arange(num_prefix_tokens).expand(3, -1))
-    assert torch.equal(idx_mask.sort(dim=1).values, torch.arange(num_prefix_tokens, length).expand(3, -1))
+    patches = torch.arange(num_prefix_tokens, length).expand(3, -1)
+    assert torch.equal(idx_mask.sort(dim=1).values, patches)
     # With mask_class_token=True nothing is kept at all.
     idx_keep, idx_mask = masking.random_token_mask((3, length), 1.0, mask_class_token=True)
     assert idx_keep.shape == (3, 0) and idx_keep.dtype == torch.long

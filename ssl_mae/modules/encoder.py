@@ -531,9 +531,9 @@ class MaskedVisionTransformer(MaskedEncoderBase):
     """Masked encoder over a timm ``VisionTransformer``.
 
     A drop-in for Lightly's ``MaskedVisionTransformerTIMM``: same arguments in the same positional
-    order, same state-dict keys (``vit.*`` and ``mask_token``). Supports class token on/off, register tokens, ``in_chans`` other
-    than 3, non-square images and other image sizes (the position embedding is resized
-    bicubically).
+    order, same state-dict keys (``vit.*`` and ``mask_token``). Supports class token on/off,
+    register tokens, ``in_chans`` other than 3, non-square images and other image sizes (the
+    position embedding is resized bicubically).
 
     Args:
         vit: The timm ``VisionTransformer`` to wrap; its parameters are used as they are.
