@@ -96,6 +96,7 @@ def compare_outputs(ours: Any, theirs: Any) -> dict[str, float]:
         assert ours_seq is not None and theirs_seq is not None
         assert len(ours_seq) == len(theirs_seq), name
         diffs[name] = max(_max_diff(a, b) for a, b in zip(ours_seq, theirs_seq, strict=True))
+    print("PARITY transformers: " + ", ".join(f"{k} {v:.3e}" for k, v in diffs.items()))
     return diffs
 
 

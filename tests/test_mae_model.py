@@ -227,6 +227,9 @@ def test_same_loss_as_independent_official_forward(norm_pix: bool) -> None:
         ref_loss, ref_pred, ref_mask, ref_latent = reference(imgs, 0.75, noise)
         latent, _, _ = model.forward_encoder(imgs, 0.75, noise=noise)
     assert torch.equal(mask, ref_mask)
+    pairs = {"latent": (latent, ref_latent), "pred": (pred, ref_pred), "loss": (loss, ref_loss)}
+    diffs = {name: f"{float((a - b).abs().max()):.3e}" for name, (a, b) in pairs.items()}
+    print(f"PARITY official forward (norm_pix={norm_pix}): {diffs}")
     torch.testing.assert_close(latent, ref_latent, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(pred, ref_pred, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-7)
