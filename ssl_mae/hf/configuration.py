@@ -98,30 +98,31 @@ class ViTMAEConfig:
 
     model_type: ClassVar[str] = "vit_mae"
 
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    image_size: int | tuple[int, int] = 224
-    patch_size: int = 16
-    num_channels: int = 3
-    qkv_bias: bool = True
-    decoder_num_attention_heads: int = 16
-    decoder_hidden_size: int = 512
-    decoder_num_hidden_layers: int = 8
-    decoder_intermediate_size: int = 2048
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = False
-    output_hidden_states: bool = False
-    output_attentions: bool = False
-    return_dict: bool = True
-    dtype: torch.dtype | None = None
-    attn_implementation: str | None = None
+    # The fields; their defaults are those of __init__ (and of transformers.ViTMAEConfig).
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str
+    hidden_dropout_prob: float
+    attention_probs_dropout_prob: float
+    initializer_range: float
+    layer_norm_eps: float
+    image_size: int | tuple[int, int]
+    patch_size: int
+    num_channels: int
+    qkv_bias: bool
+    decoder_num_attention_heads: int
+    decoder_hidden_size: int
+    decoder_num_hidden_layers: int
+    decoder_intermediate_size: int
+    mask_ratio: float
+    norm_pix_loss: bool
+    output_hidden_states: bool
+    output_attentions: bool
+    return_dict: bool
+    dtype: torch.dtype | None
+    attn_implementation: str | None
 
     def __init__(
         self,
@@ -180,6 +181,7 @@ class ViTMAEConfig:
         self.attn_implementation = kwargs.pop("_attn_implementation", attn_implementation)
         if extra is not None and not isinstance(extra, Mapping):
             raise TypeError(f"extra must be a dict of further keys, got {extra!r}")
+        fields = {item.name for item in dataclasses.fields(self)}
         for name, value in {**(extra or {}), **kwargs}.items():
             if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
                 raise ValueError(
@@ -188,8 +190,11 @@ class ViTMAEConfig:
                 )
             if name in _FILE_KEYS:
                 continue
-            if hasattr(type(self), name):
-                raise ValueError(f"ViTMAEConfig got {name!r} twice (as a field and in extra)")
+            if name in fields or hasattr(type(self), name):
+                raise ValueError(
+                    f"extra key {name!r} is an attribute of ViTMAEConfig itself; pass fields as "
+                    "keywords"
+                )
             setattr(self, name, value)
         self._validate()
 
