@@ -548,6 +548,7 @@ class ViTMAEPreTrainedModel(nn.Module):
             target = _as_dtype(dtype)
         if target is not None:
             model.to(target)
+            model.config.dtype = target
         if missing:
             warnings.warn(
                 f"{len(missing)} weight(s) were not in {str(pretrained_model_name_or_path)!r} "
