@@ -457,6 +457,7 @@ def test_head_counts_come_from_the_checkpoints_hyperparameters(tmp_path: Path) -
         MAE.from_official(path)  # the weights are not ViT-B: its heads would be a guess
     model = MAE.from_official(path, num_heads=4, decoder_num_heads=4)
     assert model.norm_pix_loss and model.hparams["mask_ratio"] == 0.6  # from args
+    assert model.load_official(path) == []  # such files did not load at all before
     config = config_from_official_state_dict(
         path, num_attention_heads=4, decoder_num_attention_heads=4
     )
