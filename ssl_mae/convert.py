@@ -26,11 +26,15 @@ keys in the layout the user gave, instead of a ``load_state_dict`` traceback.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import os
+import pickle
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -41,7 +45,11 @@ from ssl_mae.modules.decoder import MAEDecoder
 from ssl_mae.modules.encoder import MaskedVisionTransformer
 
 __all__ = [
+    "OFFICIAL_MODELS",
+    "Checkpoint",
     "check_state_dict",
+    "checkpoint_head_counts",
+    "checkpoint_loss_options",
     "encoder_state_dict_from_lightly",
     "encoder_state_dict_from_timm",
     "export_timm_vit",
@@ -51,6 +59,7 @@ __all__ = [
     "load_official",
     "load_timm_encoder",
     "official_state_dict",
+    "read_checkpoint",
     "split_official_state_dict",
     "unwrap_checkpoint",
 ]
@@ -62,13 +71,85 @@ _CHECKPOINT_CONTAINER_KEYS = ("model", "state_dict", "model_state", "module")
 _MAX_KEYS_IN_MESSAGE = 12
 
 
+def _official(patch: int, dim: int, depth: int, heads: int) -> Mapping[str, int]:
+    return MappingProxyType(
+        {"patch_size": patch, "embed_dim": dim, "depth": depth, "num_heads": heads,
+         "decoder_embed_dim": 512, "decoder_depth": 8, "decoder_num_heads": 16}
+    )  # fmt: skip
+
+
+#: The models of facebookresearch/mae (``models_mae.py``) by the names its ``main_pretrain.py``
+#: stores in ``checkpoint["args"].model``. Their attention heads are the one part of the
+#: architecture that the weights do not show.
+OFFICIAL_MODELS: Mapping[str, Mapping[str, int]] = MappingProxyType(
+    {
+        f"{name}{suffix}": config
+        for name, config in (
+            ("mae_vit_base_patch16", _official(16, 768, 12, 12)),
+            ("mae_vit_large_patch16", _official(16, 1024, 24, 16)),
+            ("mae_vit_huge_patch14", _official(14, 1280, 32, 16)),
+        )
+        for suffix in ("", "_dec512d8b")
+    }
+)
+
+
 # --------------------------------------------------------------------------------------------
 # Reading checkpoints and checking them against a model
 # --------------------------------------------------------------------------------------------
-def unwrap_checkpoint(
-    checkpoint: Mapping[str, Any] | str | os.PathLike[str],
-) -> dict[str, Tensor]:
-    """Returns the flat tensor dict of a checkpoint, whatever it is wrapped in.
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint's weights and the hyper-parameters saved next to them.
+
+    Attributes:
+        state_dict: Flat dict from parameter name to tensor.
+        hyperparameters: ``vars(checkpoint["args"])`` of checkpoints saved by the official
+            ``main_pretrain.py``, Lightning's ``checkpoint["hyper_parameters"]``, or empty.
+    """
+
+    state_dict: dict[str, Tensor]
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _load_file(path: Path) -> Any:
+    """Reads a checkpoint file on the CPU without running pickled code.
+
+    ``weights_only=True`` loading also admits the ``argparse.Namespace`` that the official
+    ``main_pretrain.py`` saves as ``args`` (plain attributes only).
+    """
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    try:
+        if safe_globals is None:
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+        with safe_globals([argparse.Namespace]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"checkpoint file {str(path)!r} holds Python objects that are not loaded without "
+            f"running their code ({error}); if you trust the file, load it with "
+            "torch.load(path, weights_only=False) and pass the loaded dict"
+        ) from None
+
+
+def _hyperparameters(loaded: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters stored next to the weights (official ``args``, Lightning's)."""
+    args = loaded.get("args")
+    if isinstance(args, argparse.Namespace):
+        return dict(vars(args))
+    if isinstance(args, Mapping):
+        return dict(args)
+    hyperparameters = loaded.get("hyper_parameters")
+    return dict(hyperparameters) if isinstance(hyperparameters, Mapping) else {}
+
+
+def read_checkpoint(
+    checkpoint: Checkpoint | Mapping[str, Any] | str | os.PathLike[str],
+) -> Checkpoint:
+    """Reads a checkpoint's weights and hyper-parameters, whatever they are wrapped in.
 
     Accepts a path (``.pth``/``.pt``/``.bin``/``.ckpt`` loaded with ``weights_only=True``, or
     ``.safetensors``) or an already loaded object. Nested containers (``"model"`` as in the
@@ -76,25 +157,23 @@ def unwrap_checkpoint(
     ``module.`` prefix is removed.
 
     Args:
-        checkpoint: A path or a mapping.
+        checkpoint: A path, a mapping, or a :class:`Checkpoint` (returned as it is).
 
     Returns:
-        Dict from parameter name to tensor.
+        The :class:`Checkpoint`.
     """
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
     if isinstance(checkpoint, (str, os.PathLike)):
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            loaded: Any = load_file(str(path), device="cpu")
-        else:
-            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+        loaded: Any = _load_file(path)
     else:
         loaded = checkpoint
     if not isinstance(loaded, Mapping):
         raise TypeError(f"checkpoint must be a mapping of tensors, got {type(loaded).__name__}")
+    hyperparameters = _hyperparameters(loaded)
     # Open containers until the values are tensors.
     for _ in range(3):
         if any(isinstance(v, Tensor) for v in loaded.values()):
@@ -109,7 +188,21 @@ def unwrap_checkpoint(
     state_dict = {str(k): v for k, v in loaded.items() if isinstance(v, Tensor)}
     if state_dict and all(k.startswith("module.") for k in state_dict):
         state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
-    return state_dict
+    return Checkpoint(state_dict, hyperparameters)
+
+
+def unwrap_checkpoint(
+    checkpoint: Checkpoint | Mapping[str, Any] | str | os.PathLike[str],
+) -> dict[str, Tensor]:
+    """Returns the flat tensor dict of a checkpoint (see :func:`read_checkpoint`).
+
+    Args:
+        checkpoint: A path, a mapping or a :class:`Checkpoint`.
+
+    Returns:
+        Dict from parameter name to tensor.
+    """
+    return read_checkpoint(checkpoint).state_dict
 
 
 def format_keys(keys: Iterable[str]) -> str:
@@ -307,6 +400,90 @@ def infer_official_architecture(state_dict: Mapping[str, Tensor]) -> dict[str, A
         fc1 = state_dict.get("decoder_blocks.0.mlp.fc1.weight")
         info["decoder_mlp_hidden"] = int(fc1.shape[0]) if fc1 is not None else 0
     return info
+
+
+def _head_count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def checkpoint_head_counts(
+    checkpoint: Checkpoint,
+    architecture: Mapping[str, Any],
+    num_heads: int | None,
+    decoder_num_heads: int | None,
+    names: tuple[str, str] = ("num_heads", "decoder_num_heads"),
+) -> tuple[int, int | None]:
+    """The attention heads of a checkpoint's encoder and decoder, which its weights do not show.
+
+    Each count comes from the caller, else from the checkpoint's hyper-parameters: the
+    ``num_heads``/``decoder_num_heads`` a Lightning checkpoint of ``ssl_mae.MAE`` stores, or the
+    official model named by ``args.model`` (see :data:`OFFICIAL_MODELS`) when its sizes match
+    the weights. A count that none of them gives raises; nothing is guessed.
+
+    Args:
+        checkpoint: The checkpoint (see :func:`read_checkpoint`).
+        architecture: Its sizes, from :func:`infer_official_architecture`; the decoder count is
+            only needed when they include ``decoder_embed_dim``.
+        num_heads: The caller's encoder heads, or None.
+        decoder_num_heads: The caller's decoder heads, or None.
+        names: The caller's names of the two arguments, for the error message.
+
+    Returns:
+        ``(num_heads, decoder_num_heads)``; the second is None for a checkpoint without decoder
+        weights whose heads nobody gave.
+
+    Raises:
+        ValueError: When a needed count is neither given nor stored, naming the argument.
+    """
+    hparams = checkpoint.hyperparameters
+    stored_encoder = _head_count(hparams.get("num_heads"))
+    stored_decoder = _head_count(hparams.get("decoder_num_heads"))
+    model_name = hparams.get("model")
+    note = ""
+    if isinstance(model_name, str) and model_name in OFFICIAL_MODELS:
+        official = OFFICIAL_MODELS[model_name]
+        mismatched = sorted(
+            key for key in official if key in architecture and architecture[key] != official[key]
+        )
+        if mismatched:
+            note = (
+                f"; the checkpoint's args.model is {model_name!r}, but its weights differ from "
+                f"that model in {mismatched}"
+            )
+        else:
+            stored_encoder = stored_encoder or official["num_heads"]
+            stored_decoder = stored_decoder or official["decoder_num_heads"]
+    elif model_name is not None:
+        note = f"; the checkpoint's args.model {model_name!r} is no official MAE model"
+    encoder_heads = num_heads if num_heads is not None else stored_encoder
+    decoder_heads = decoder_num_heads if decoder_num_heads is not None else stored_decoder
+    wanted = [(names[0], encoder_heads)]
+    if "decoder_embed_dim" in architecture:
+        wanted.append((names[1], decoder_heads))
+    missing = [name for name, value in wanted if value is None]
+    if missing or encoder_heads is None:
+        raise ValueError(
+            f"{' and '.join(missing)} cannot be read from the weights (attention heads leave no "
+            "trace in them) and the checkpoint's hyper-parameters do not give them"
+            f"{note}; pass {', '.join(f'{name}=...' for name in missing)}"
+        )
+    return encoder_heads, decoder_heads
+
+
+def checkpoint_loss_options(checkpoint: Checkpoint) -> dict[str, Any]:
+    """``norm_pix_loss`` and ``mask_ratio`` as the checkpoint's hyper-parameters store them.
+
+    Neither shows in the weights; official ``args`` and Lightning checkpoints of ``MAE`` hold
+    both. Values of another type are left out.
+    """
+    hparams = checkpoint.hyperparameters
+    options: dict[str, Any] = {}
+    if isinstance(hparams.get("norm_pix_loss"), bool):
+        options["norm_pix_loss"] = hparams["norm_pix_loss"]
+    ratio = hparams.get("mask_ratio")
+    if isinstance(ratio, float) and 0.0 <= ratio < 1.0:
+        options["mask_ratio"] = ratio
+    return options
 
 
 # --------------------------------------------------------------------------------------------

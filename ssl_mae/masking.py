@@ -62,9 +62,18 @@ def _check_noise(noise: Tensor, batch_size: int, length: int, what: str) -> Tens
     return noise
 
 
+def _check_token_mask_ratio(mask_ratio: float) -> float:
+    """``random_token_mask`` accepts 1.0 (mask every patch), as Lightly's does."""
+    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)):
+        raise TypeError(f"mask_ratio must be a float in [0, 1], got {mask_ratio!r}")
+    if not 0.0 <= float(mask_ratio) <= 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio!r}")
+    return float(mask_ratio)
+
+
 def random_token_mask(
     size: tuple[int, int],
-    mask_ratio: float = 0.75,
+    mask_ratio: float = 0.6,
     mask_class_token: bool = False,
     num_prefix_tokens: int = 1,
     device: torch.device | str | None = None,
@@ -78,9 +87,13 @@ def random_token_mask(
     every position takes part in the draw. Patches are ordered by ascending noise, so the kept
     patches are the ``num_keep`` smallest noise values.
 
+    Defaults and accepted ratios are those of Lightly's function of the same name: ``mask_ratio``
+    defaults to 0.6, and 1.0 keeps only the prefix tokens (nothing with ``mask_class_token=True``).
+    The MAE models pass their own ratio (0.75).
+
     Args:
         size: ``(batch_size, sequence_length)``, the sequence length including prefix tokens.
-        mask_ratio: Fraction of patch tokens to mask, in [0, 1).
+        mask_ratio: Fraction of patch tokens to mask, in [0, 1].
         mask_class_token: If True, prefix tokens may be masked too.
         num_prefix_tokens: Number of prefix tokens at the start of the sequence.
         device: Device of the returned indices (ignored when ``noise`` is given).
@@ -104,7 +117,7 @@ def random_token_mask(
         raise ValueError(
             f"size must be (batch_size >= 0, sequence_length >= 1), got {tuple(size)!r}"
         )
-    mask_ratio = check_mask_ratio(mask_ratio)
+    mask_ratio = _check_token_mask_ratio(mask_ratio)
     if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
         raise TypeError(f"num_prefix_tokens must be an int, got {num_prefix_tokens!r}")
     if not 0 <= num_prefix_tokens < sequence_length:
@@ -116,11 +129,6 @@ def random_token_mask(
     num_fixed = 0 if mask_class_token else num_prefix_tokens
     num_maskable = sequence_length - num_fixed
     num_keep = num_patches_to_keep(num_maskable, mask_ratio)
-    if num_fixed + num_keep == 0:
-        raise ValueError(
-            f"mask_ratio={mask_ratio} keeps no token at all for sequence length "
-            f"{sequence_length}; lower mask_ratio"
-        )
     if noise is None:
         draw_on = device if generator is None else generator.device
         noise = torch.rand(batch_size, num_maskable, device=draw_on, generator=generator)
@@ -383,9 +391,15 @@ def mask_at_index(tokens: Tensor, index: Tensor, mask_token: Tensor) -> Tensor:
 def repeat_token(token: Tensor, size: tuple[int, int]) -> Tensor:
     """Repeats a (1, 1, D) token into a (B, L, D) tensor.
 
+    As in Lightly, the result owns its memory (``Tensor.repeat``, not an ``expand`` view), so
+    writing into one position leaves the others and the token untouched.
+
     Args:
         token: (1, 1, D) token.
         size: ``(batch_size, sequence_length)``.
+
+    Returns:
+        (B, L, D) tensor holding B * L copies of the token.
     """
     check_tensor(token, "token", ndim=3, shape_doc="(1, 1, D)")
     if (
@@ -397,7 +411,7 @@ def repeat_token(token: Tensor, size: tuple[int, int]) -> Tensor:
             f"size must be a (batch_size, sequence_length) pair of ints >= 0, got {size!r}"
         )
     batch_size, sequence_length = size
-    return token.expand(batch_size, sequence_length, -1)
+    return token.repeat(batch_size, sequence_length, 1)
 
 
 def prepend_class_token(tokens: Tensor, class_token: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-from ssl_mae._validation import check_tensor, to_2tuple
+from ssl_mae._validation import check_positive_int, check_tensor, to_2tuple
 
 IMAGENET_NORMALIZE: dict[str, list[float]] = {
     "mean": [0.485, 0.456, 0.406],
@@ -102,12 +102,17 @@ class MAETransform:
     torchvision v2 transforms in the same order as Lightly, so the same torch seed gives the same
     output for the same image.
 
+    As in Lightly, a 1-channel (greyscale) image normalised with C-entry statistics (e.g. the
+    default ImageNet ones) comes out with C channels, each normalised with its own mean and std,
+    exactly as if it had been converted to RGB first; an empty ``normalize`` dict means no
+    normalisation. ``num_channels`` fixes the output channel count instead.
+
     Input to this transform:
         PIL image (any mode with 8-bit bands, e.g. ``"L"``, ``"RGB"``, ``"RGBA"``) or tensor of
         shape (C, H, W) with any C, either ``uint8`` in [0, 255] or floating point in [0, 1].
 
     Output of this transform:
-        List holding one float tensor of shape (C, input_h, input_w).
+        List holding one float tensor of shape (C_out, input_h, input_w).
 
     - [0]: Masked Autoencoder, 2021, https://arxiv.org/abs/2111.06377
 
@@ -115,7 +120,12 @@ class MAETransform:
         input_size: Output size in pixels, an int for square outputs or (height, width).
         min_scale: Smallest crop area as a fraction of the image area, in (0, 1].
         normalize: Dict with ``"mean"`` and ``"std"`` lists, one entry per channel (or one entry
-            applied to every channel); ``None`` returns values in [0, 1].
+            applied to every channel); ``None`` or ``{}`` returns values in [0, 1].
+        num_channels: Channels of the output. None (Lightly's behaviour): the image's own,
+            except that a 1-channel image takes the channel count of ``normalize``. 1 turns RGB
+            images into greyscale (ITU-R 601-2 luma, as PIL's ``"L"`` mode) so a 1-channel model
+            can use RGB data; 3 (or any C) repeats greyscale images C times. ``normalize`` must
+            then have 1 or ``num_channels`` entries.
     """
 
     def __init__(
@@ -123,11 +133,23 @@ class MAETransform:
         input_size: int | tuple[int, int] = 224,
         min_scale: float = 0.2,
         normalize: dict[str, list[float]] | None = IMAGENET_NORMALIZE,
+        num_channels: int | None = None,
     ) -> None:
         self.input_size = to_2tuple(input_size, "input_size")
         self.min_scale = _check_min_scale(min_scale)
+        if isinstance(normalize, dict) and not normalize:
+            normalize = None  # Lightly: an empty dict means no normalisation
         self.normalize = normalize
         self._mean_std = None if normalize is None else _check_normalize(normalize)
+        if num_channels is not None:
+            check_positive_int(num_channels, "num_channels")
+            if self._mean_std is not None and len(self._mean_std[0]) not in (1, num_channels):
+                raise ValueError(
+                    f"normalize has {len(self._mean_std[0])} mean/std entries but "
+                    f"num_channels={num_channels}; pass a normalize dict with 1 or "
+                    f"{num_channels} entries (e.g. FASHION_MNIST_NORMALIZE for 1 channel) or None"
+                )
+        self.num_channels = num_channels
         self.transform = v2.Compose(
             [
                 # Lightly passes an int straight through; a (h, w) pair of equal sides crops
@@ -144,6 +166,25 @@ class MAETransform:
             ]
         )
 
+    def _output_channels(self, num_channels: int) -> int:
+        """Channels of the view of an image with ``num_channels``; raises for impossible pairs."""
+        if self.num_channels is not None:
+            to_grey = num_channels == 3 and self.num_channels == 1
+            if num_channels not in (1, self.num_channels) and not to_grey:
+                raise ValueError(
+                    f"image has {num_channels} channels, which cannot become num_channels="
+                    f"{self.num_channels}; only 1-channel images are repeated and 3-channel (RGB) "
+                    "images turned into greyscale"
+                )
+            return self.num_channels
+        if self._mean_std is None:
+            return num_channels
+        num_entries = len(self._mean_std[0])
+        if num_channels == 1:
+            return num_entries
+        _check_channels(num_channels, num_entries)
+        return num_channels
+
     def __call__(self, image: Image.Image | Tensor) -> list[Tensor]:
         """Applies the augmentation to one image.
 
@@ -151,7 +192,7 @@ class MAETransform:
             image: PIL image, or tensor of shape (C, H, W) (``uint8`` or float in [0, 1]).
 
         Returns:
-            List with one float tensor of shape (C, input_h, input_w).
+            List with one float tensor of shape (C_out, input_h, input_w).
         """
         is_tensor = isinstance(image, Tensor)
         if is_tensor:
@@ -168,24 +209,27 @@ class MAETransform:
                 f"image must be a PIL image or a (C, H, W) torch.Tensor, got {type(image)}"
             )
         # Check before drawing random numbers so a failed call leaves the RNG untouched.
-        if self._mean_std is not None:
-            _check_channels(num_channels, len(self._mean_std[0]))
+        out_channels = self._output_channels(num_channels)
+        if out_channels == 1 and num_channels == 3:
+            image = v2.functional.rgb_to_grayscale(image)
 
         view: Tensor = self.transform(image).as_subclass(Tensor)
         if is_tensor and view.is_floating_point():
             # Bicubic resampling overshoots; PIL saturates uint8 images, do the same for floats.
             view = view.clamp(0.0, 1.0)
+        if view.shape[0] != out_channels:  # a greyscale image, repeated
+            view = view.repeat(out_channels, 1, 1)
         if self._mean_std is not None:
             mean, std = self._mean_std
             if len(mean) == 1:
-                mean, std = mean * num_channels, std * num_channels
+                mean, std = mean * out_channels, std * out_channels
             view = v2.functional.normalize(view, mean=mean, std=std)
         return [view]
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(input_size={self.input_size}, min_scale={self.min_scale}, "
-            f"normalize={self.normalize})"
+            f"normalize={self.normalize}, num_channels={self.num_channels})"
         )
 
 

@@ -247,8 +247,10 @@ def test_infer_official_architecture_and_config() -> None:
         "grid_size": (4, 4),
         "qkv_bias": False,
     }
-    config = config_from_official_state_dict(vit.state_dict())
-    assert (config.num_attention_heads, config.num_channels, config.image_size) == (1, 1, 32)
+    with pytest.raises(ValueError, match="num_attention_heads cannot be read from the weights"):
+        config_from_official_state_dict(vit.state_dict())
+    config = config_from_official_state_dict(vit.state_dict(), num_attention_heads=4)
+    assert (config.num_attention_heads, config.num_channels, config.image_size) == (4, 1, 32)
     with pytest.raises(ValueError, match="missing"):
         convert.infer_official_architecture({"cls_token": torch.zeros(1)})
 
@@ -355,3 +357,115 @@ def test_export_timm_vit_is_plain_and_independent() -> None:
         convert.export_timm_vit(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="num_classes"):
         convert.export_timm_vit(model, num_classes=-1)
+
+
+# --- head counts are never guessed -------------------------------------------------------------
+def _official_with_heads(heads: int, decoder_heads: int) -> tuple[Any, dict[str, torch.Tensor]]:
+    """A transformers ViTMAE with the given heads and its weights in the official layout."""
+    transformers = pytest.importorskip("transformers")
+    # hidden 128 // 64 = 2 and the decoder default 16 are what used to be guessed.
+    sizes = {
+        **TINY_HF,
+        "hidden_size": 128,
+        "decoder_hidden_size": 64,
+        "num_attention_heads": heads,
+        "decoder_num_attention_heads": decoder_heads,
+    }
+    config = transformers.ViTMAEConfig(**sizes, attn_implementation="eager")
+    torch.manual_seed(0)
+    theirs = transformers.ViTMAEForPreTraining(config).eval()
+    _randomize(theirs, 3)
+    official = hf_keys.hf_to_official_state_dict(theirs.state_dict())
+    return theirs, official
+
+
+def test_official_weights_without_head_counts_raise_instead_of_guessing() -> None:
+    from ssl_mae.models import MAE
+
+    theirs, official = _official_with_heads(4, 4)
+    both = "num_attention_heads and decoder_num_attention_heads cannot be read from the weights"
+    with pytest.raises(ValueError, match=both):
+        ViTMAEForPreTraining.from_official(official)
+    with pytest.raises(ValueError, match=both):
+        config_from_official_state_dict({"model": official})
+    with pytest.raises(ValueError, match=r"^decoder_num_attention_heads cannot"):
+        ViTMAEForPreTraining.from_official(official, num_attention_heads=4)
+    with pytest.raises(ValueError, match="num_heads and decoder_num_heads cannot be read"):
+        MAE.from_official(official)
+    encoder = {k: v for k, v in official.items() if not k.startswith(("decoder", "mask_token"))}
+    with pytest.raises(ValueError, match=r"^num_attention_heads cannot be read"):
+        ViTMAEForPreTraining.from_timm_encoder(encoder)
+    lightly_state = {"backbone.vit." + k: v for k, v in encoder.items()}
+    with pytest.raises(ValueError, match=r"^num_attention_heads cannot be read"):
+        ViTMAEForPreTraining.from_lightly(lightly_state, prefix="backbone.")
+
+    # With the true counts the loss is transformers' own (the guess 2/16 gave another one).
+    images = _images(channels=3)
+    noise = torch.rand(2, 16, generator=torch.Generator().manual_seed(8))
+    ours = ViTMAEForPreTraining.from_official(
+        official, num_attention_heads=4, decoder_num_attention_heads=4
+    ).eval()
+    seed = MAE.from_official(official, num_heads=4, decoder_num_heads=4)
+    with torch.no_grad():
+        expected = theirs(images, noise=noise).loss
+        diff = _max_diff(ours(images, noise=noise).loss, expected)
+        print(f"PARITY from_official(4/4 heads) vs transformers loss: max abs diff {diff:.3e}")
+        assert diff < ATOL
+        assert _max_diff(seed.eval()(images, noise=noise)[0], expected) < ATOL
+        guessed = ViTMAEForPreTraining.from_official(
+            official, num_attention_heads=2, decoder_num_attention_heads=16
+        ).eval()
+        assert _max_diff(guessed(images, noise=noise).loss, expected) > 1e-3
+
+
+def test_head_counts_come_from_the_checkpoints_hyperparameters(tmp_path: Path) -> None:
+    from argparse import Namespace
+
+    from ssl_mae.models import MAE
+
+    base = {"embed_dim": 768, "depth": 12, "patch_size": 16, "decoder_embed_dim": 512,
+            "decoder_depth": 8}  # fmt: skip
+    for name in ("mae_vit_base_patch16", "mae_vit_base_patch16_dec512d8b"):
+        checkpoint = convert.Checkpoint({}, {"model": name})
+        assert convert.checkpoint_head_counts(checkpoint, base, None, None) == (12, 16)
+        assert convert.checkpoint_head_counts(checkpoint, base, 6, None) == (6, 16)
+    large = {**base, "embed_dim": 1024, "depth": 24}
+    large_args = convert.Checkpoint({}, {"model": "mae_vit_large_patch16"})
+    assert convert.checkpoint_head_counts(large_args, large, None, None) == (16, 16)
+    # An encoder-only checkpoint does not need the decoder count.
+    encoder_only = {k: v for k, v in large.items() if not k.startswith("decoder")}
+    assert convert.checkpoint_head_counts(convert.Checkpoint({}), encoder_only, 8, None) == (
+        8,
+        None,
+    )
+    with pytest.raises(ValueError, match=r"differ from that model in \['depth', 'embed_dim'\]"):
+        convert.checkpoint_head_counts(large_args, base, None, None)
+    with pytest.raises(ValueError, match="'my_vit' is no official MAE model; pass num_heads"):
+        convert.checkpoint_head_counts(convert.Checkpoint({}, {"model": "my_vit"}), base, None, 2)
+
+    # A file saved as the official main_pretrain.py does: {"model", "optimizer", "epoch", "args"},
+    # with args an argparse.Namespace, read without unpickling arbitrary code.
+    _, official = _official_with_heads(4, 4)
+    path = tmp_path / "checkpoint-799.pth"
+    args = Namespace(model="mae_vit_base_patch16", norm_pix_loss=True, mask_ratio=0.6, lr=None)
+    torch.save({"model": official, "epoch": 799, "args": args}, path)
+    read = convert.read_checkpoint(path)
+    assert read.hyperparameters["model"] == "mae_vit_base_patch16" and read.state_dict.keys() == (
+        official.keys()
+    )
+    with pytest.raises(ValueError, match=r"args\.model is 'mae_vit_base_patch16', but its weights"):
+        MAE.from_official(path)  # the weights are not ViT-B: its heads would be a guess
+    model = MAE.from_official(path, num_heads=4, decoder_num_heads=4)
+    assert model.norm_pix_loss and model.hparams["mask_ratio"] == 0.6  # from args
+    assert model.load_official(path) == []  # such files did not load at all before
+    config = config_from_official_state_dict(
+        path, num_attention_heads=4, decoder_num_attention_heads=4
+    )
+    assert config.norm_pix_loss and config.mask_ratio == 0.6
+    # Lightning-style hyper-parameters hold the counts themselves.
+    lightning = {
+        "state_dict": official,
+        "hyper_parameters": {"num_heads": 4, "decoder_num_heads": 4},
+    }
+    config = config_from_official_state_dict(lightning)
+    assert (config.num_attention_heads, config.decoder_num_attention_heads) == (4, 4)

@@ -18,6 +18,7 @@ from ssl_mae.hf import (
     activation_layer,
     block_forward_with_attention,
 )
+from ssl_mae.pos_embed import get_2d_sincos_pos_embed
 
 transformers = pytest.importorskip("transformers")
 
@@ -95,6 +96,7 @@ def compare_outputs(ours: Any, theirs: Any) -> dict[str, float]:
         assert ours_seq is not None and theirs_seq is not None
         assert len(ours_seq) == len(theirs_seq), name
         diffs[name] = max(_max_diff(a, b) for a, b in zip(ours_seq, theirs_seq, strict=True))
+    print("PARITY transformers: " + ", ".join(f"{k} {v:.3e}" for k, v in diffs.items()))
     return diffs
 
 
@@ -242,7 +244,9 @@ def test_save_and_load_round_trip_without_transformers(tmp_path: Path) -> None:
     _randomize(model, 2)
     model.save_pretrained(tmp_path)
     loaded = ViTMAEForPreTraining.from_pretrained(tmp_path)
-    assert loaded.config == config
+    # save_pretrained records the weights' dtype, as transformers does.
+    assert loaded.config.to_dict() == {**config.to_dict(), "dtype": "float32"}
+    assert loaded.config.id2label == {"0": "a"}
     assert not loaded.training
     images, noise = _inputs(config)
     with torch.no_grad():
@@ -315,7 +319,7 @@ def test_outputs_tuple_access_and_training_gradients() -> None:
     model = ViTMAEForPreTraining(ViTMAEConfig(**SMALL))
     images, noise = _inputs(model.config)
     out = model(images, noise=noise)
-    assert out.keys() == ["loss", "logits", "mask", "ids_restore"]
+    assert list(out.keys()) == ["loss", "logits", "mask", "ids_restore"]
     assert out["loss"] is out.loss and out[1] is out.logits
     as_tuple = model(images, noise=noise, return_dict=False)
     assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[1], out.logits)
@@ -415,3 +419,205 @@ def test_patchify_accepts_the_configured_non_square_size() -> None:
     assert torch.isfinite(model(pixel_values=images).loss)
     with pytest.raises(ValueError, match=r"must be square or config\.image_size"):
         model.patchify(torch.rand(2, 3, 32, 16))
+
+
+# --- transformers' conventions: config keywords, output flags, output objects, model API -------
+GENERIC = dict(
+    is_decoder=False,
+    attn_implementation="eager",
+    return_dict=True,
+    output_hidden_states=True,
+    output_attentions=False,
+    torch_dtype="float32",
+    id2label={0: "cat", 1: "dog"},
+    my_extra_setting=[1, 2],
+)
+
+
+def test_config_accepts_and_keeps_generic_pretrained_config_keywords(tmp_path: Path) -> None:
+    ours = ViTMAEConfig(**SMALL, **GENERIC)  # type: ignore[arg-type]
+    theirs = transformers.ViTMAEConfig(**SMALL, **GENERIC)
+    for name in ("is_decoder", "return_dict", "output_hidden_states", "output_attentions"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.dtype == theirs.dtype == torch.float32 and ours.torch_dtype == torch.float32
+    assert ours.my_extra_setting == theirs.my_extra_setting == [1, 2]
+    assert ours.use_return_dict is True and ours.attn_implementation == "eager"
+    assert ours.id2label == {0: "cat", 1: "dog"}
+    ours.later_setting = "kept"  # attributes set later are saved too, as in transformers
+    # Our config.json reads in transformers with the same values, and theirs in ours.
+    ours.save_pretrained(tmp_path / "ours")
+    read_by_them = transformers.ViTMAEConfig.from_pretrained(tmp_path / "ours")
+    assert read_by_them.my_extra_setting == [1, 2] and read_by_them.later_setting == "kept"
+    assert read_by_them.output_hidden_states and read_by_them.dtype == torch.float32
+    theirs.save_pretrained(tmp_path / "theirs")
+    read_by_us = ViTMAEConfig.from_pretrained(tmp_path / "theirs")
+    assert read_by_us.my_extra_setting == [1, 2] and read_by_us.is_decoder is False
+    assert read_by_us.output_hidden_states and read_by_us.dtype == torch.float32
+    assert read_by_us == ViTMAEConfig.from_dict(json.loads(read_by_us.to_json_string()))
+    # A legacy "torch_dtype" key, and dtype winning over it.
+    assert ViTMAEConfig.from_dict({"torch_dtype": "bfloat16"}).dtype == torch.bfloat16
+    assert ViTMAEConfig(dtype=torch.float16, torch_dtype="bfloat16").dtype == torch.float16
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"attn_implementation": "flash_attention_2"}, ValueError, "attn_implementation"),
+        ({"torch_dtype": "int8"}, ValueError, "dtype"),
+        ({"return_dict": "yes"}, TypeError, "return_dict"),
+        ({"initializer_range": 0.0}, ValueError, "initializer_range"),
+        ({"extra": {"to_dict": 1}}, ValueError, "to_dict"),
+    ],
+)
+def test_config_rejects_bad_generic_values(
+    kwargs: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words):
+        ViTMAEConfig(**kwargs)
+
+
+@pytest.mark.parametrize("model_class", ["ViTMAEModel", "ViTMAEForPreTraining"])
+def test_models_follow_the_config_output_flags_like_transformers(model_class: str) -> None:
+    flags = dict(output_hidden_states=True, output_attentions=True)
+    ours_class = {"ViTMAEModel": ViTMAEModel, "ViTMAEForPreTraining": ViTMAEForPreTraining}
+    ours = ours_class[model_class](ViTMAEConfig(**SMALL, **flags)).eval()  # type: ignore[arg-type]
+    theirs = getattr(transformers, model_class)(
+        transformers.ViTMAEConfig(**SMALL, **flags, attn_implementation="eager")
+    ).eval()
+    images, noise = _inputs(ours.config)
+    with torch.no_grad():
+        ours_out, theirs_out = ours(images, noise=noise), theirs(images, noise=noise)
+        assert list(ours_out.keys()) == list(theirs_out.keys())
+        assert "hidden_states" in ours_out and "attentions" in ours_out
+        assert len(ours_out.hidden_states) == len(theirs_out.hidden_states)
+        # A keyword still wins over the config.
+        ours_out = ours(images, noise=noise, output_hidden_states=False, output_attentions=False)
+        theirs_out = theirs(
+            images, noise=noise, output_hidden_states=False, output_attentions=False
+        )
+        assert list(ours_out.keys()) == list(theirs_out.keys())
+        # config.return_dict=False gives the tuple of set fields.
+        ours.config.return_dict = False
+        as_tuple = ours(images, noise=noise)
+        assert isinstance(as_tuple, tuple) and len(as_tuple) == len(theirs(images, noise=noise))
+        assert isinstance(ours(images, noise=noise, return_dict=True), type(ours_out))
+    if model_class == "ViTMAEModel":  # transformers' ViTMAEForPreTraining itself fails here
+        theirs.config.return_dict = False
+        with torch.no_grad():
+            theirs_tuple = theirs(images, noise=noise)
+        assert isinstance(theirs_tuple, tuple) and len(theirs_tuple) == len(as_tuple)
+
+
+def test_outputs_behave_like_transformers_model_output() -> None:
+    ours = ViTMAEForPreTraining(ViTMAEConfig(**SMALL, output_hidden_states=True)).eval()
+    theirs = transformers.ViTMAEForPreTraining(
+        transformers.ViTMAEConfig(**SMALL, output_hidden_states=True)
+    ).eval()
+    images, noise = _inputs(ours.config)
+    with torch.no_grad():
+        out, their_out = ours(images, noise=noise), theirs(images, noise=noise)
+    assert out.attentions is None  # None fields are skipped everywhere
+    assert len(out) == len(their_out) == 5
+    assert list(out) == list(out.keys()) == list(their_out.keys())
+    assert [k for k, _ in out.items()] == list(their_out.keys())
+    assert all(v is getattr(out, k) for k, v in out.items())
+    assert [type(v) for v in out.values()] == [type(v) for v in their_out.values()]
+    assert out.to_tuple()[1] is out.logits and out[1] is out.logits and out["logits"] is out[1]
+    assert [t.shape for t in out[1:3]] == [t.shape for t in their_out[1:3]]
+    assert out[-1] is out.hidden_states
+    assert "loss" in out and "attentions" not in out and 0 not in out
+    assert out.get("attentions") is None and dict(out).keys() == out.keys()
+    with pytest.raises(KeyError, match="attentions"):
+        out["attentions"]
+    out["attentions"] = (torch.zeros(1),)  # setting a field makes it show, as in transformers
+    assert len(out) == 6 and out.keys() == {**out}.keys()
+
+
+@pytest.mark.parametrize("model_class", ["ViTMAEModel", "ViTMAEForPreTraining"])
+def test_input_embeddings_and_parameter_counts_like_transformers(model_class: str) -> None:
+    ours = getattr(__import__("ssl_mae.hf", fromlist=[model_class]), model_class)(
+        ViTMAEConfig(**SMALL)
+    )
+    theirs = getattr(transformers, model_class)(transformers.ViTMAEConfig(**SMALL))
+    for only_trainable in (False, True):
+        for exclude_embeddings in (False, True):
+            kwargs = dict(only_trainable=only_trainable, exclude_embeddings=exclude_embeddings)
+            assert ours.num_parameters(**kwargs) == theirs.num_parameters(**kwargs), kwargs
+    embeddings = ours.get_input_embeddings()
+    assert embeddings.proj.weight.shape == theirs.get_input_embeddings().projection.weight.shape
+    encoder = ours.vit.encoder if model_class == "ViTMAEForPreTraining" else ours.encoder
+    assert embeddings is encoder.vit.patch_embed
+
+
+def _pooled_std(tensors: list[torch.Tensor]) -> float:
+    return float(torch.cat([t.detach().flatten() for t in tensors]).std())
+
+
+@pytest.mark.parametrize("initializer_range", [0.02, 0.3])
+def test_initializer_range_is_honoured_as_in_transformers(initializer_range: float) -> None:
+    sizes = {**SMALL, "hidden_size": 64, "decoder_hidden_size": 64}
+    torch.manual_seed(0)
+    ours = ViTMAEForPreTraining(ViTMAEConfig(**sizes, initializer_range=initializer_range))
+    theirs = transformers.ViTMAEForPreTraining(
+        transformers.ViTMAEConfig(**sizes, initializer_range=initializer_range)
+    )
+    patch_proj = ours.get_input_embeddings().proj
+    linears = [m for m in ours.modules() if isinstance(m, torch.nn.Linear)]
+    their_linears = [m for m in theirs.modules() if isinstance(m, torch.nn.Linear)]
+    ours_std = _pooled_std([m.weight for m in linears])
+    theirs_std = _pooled_std([m.weight for m in their_linears])
+    assert abs(ours_std / initializer_range - 1) < 0.05 and abs(ours_std / theirs_std - 1) < 0.05
+    assert all(not m.bias.any() for m in linears)
+    norms = [m for m in ours.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert all(bool((m.weight == 1).all()) and not m.bias.any() for m in norms)
+    # Patch projection: xavier-uniform over the flattened patch (transformers' ViTMAEEmbeddings).
+    fan_out, fan_in = patch_proj.weight.shape[0], patch_proj.weight[0].numel()
+    bound = (6.0 / (fan_in + fan_out)) ** 0.5
+    assert float(patch_proj.weight.detach().abs().max()) <= bound
+    assert abs(float(patch_proj.weight.detach().std()) / (bound / 3**0.5) - 1) < 0.05
+    assert not patch_proj.bias.any()
+    tokens = [ours.vit.encoder.vit.cls_token, ours.decoder.mask_token]
+    assert abs(_pooled_std(tokens) / initializer_range - 1) < 0.3
+    # The position tables stay the fixed sin-cos ones.
+    grid = ours.config.grid_size
+    assert torch.equal(ours.vit.encoder.vit.pos_embed[0], get_2d_sincos_pos_embed(64, grid))
+    assert torch.equal(ours.decoder.decoder_pos_embed[0], get_2d_sincos_pos_embed(64, grid))
+
+
+def test_the_seed_mae_keeps_the_official_initialisation() -> None:
+    from ssl_mae.models import MAE
+
+    torch.manual_seed(0)
+    model = MAE(img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=2,
+                decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=2)  # fmt: skip
+    qkv = model.blocks[0].attn.qkv.weight  # xavier-uniform, not N(0, 0.02)
+    assert abs(float(qkv.std()) / (6.0 / (64 + 192)) ** 0.5 * 3**0.5 - 1) < 0.05
+
+
+def test_attn_implementation_is_honoured() -> None:
+    images, noise = _inputs(ViTMAEConfig(**SMALL))
+    outputs = {}
+    for implementation in ("eager", "sdpa"):
+        torch.manual_seed(0)
+        model = ViTMAEForPreTraining(
+            ViTMAEConfig(**SMALL, attn_implementation=implementation)
+        ).eval()
+        fused = {m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")}
+        assert fused == {implementation == "sdpa"}
+        with torch.no_grad():
+            outputs[implementation] = model(images, noise=noise).logits
+    assert _max_diff(outputs["eager"], outputs["sdpa"]) < ATOL
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_from_pretrained_loads_in_the_saved_dtype_like_transformers(
+    dtype: torch.dtype, tmp_path: Path
+) -> None:
+    ViTMAEForPreTraining(ViTMAEConfig(**SMALL)).to(dtype).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == str(dtype)[6:]
+    theirs = transformers.ViTMAEForPreTraining.from_pretrained(tmp_path)
+    ours = ViTMAEForPreTraining.from_pretrained(tmp_path)
+    assert next(theirs.parameters()).dtype == next(ours.parameters()).dtype == dtype
+    assert ours.config.dtype == dtype
+    as_float = ViTMAEForPreTraining.from_pretrained(tmp_path, dtype=torch.float32)
+    assert next(as_float.parameters()).dtype == torch.float32

@@ -227,6 +227,9 @@ def test_same_loss_as_independent_official_forward(norm_pix: bool) -> None:
         ref_loss, ref_pred, ref_mask, ref_latent = reference(imgs, 0.75, noise)
         latent, _, _ = model.forward_encoder(imgs, 0.75, noise=noise)
     assert torch.equal(mask, ref_mask)
+    pairs = {"latent": (latent, ref_latent), "pred": (pred, ref_pred), "loss": (loss, ref_loss)}
+    diffs = {name: f"{float((a - b).abs().max()):.3e}" for name, (a, b) in pairs.items()}
+    print(f"PARITY official forward (norm_pix={norm_pix}): {diffs}")
     torch.testing.assert_close(latent, ref_latent, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(pred, ref_pred, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-7)
@@ -343,6 +346,133 @@ def test_load_official_reports_bad_checkpoints() -> None:
         MAE.from_official(encoder_only)
 
 
+# --- a drop-in for the official MaskedAutoencoderViT --------------------------------------------
+OFFICIAL_ATTRIBUTES = (
+    "patch_embed", "cls_token", "pos_embed", "blocks", "norm", "decoder_embed", "mask_token",
+    "decoder_pos_embed", "decoder_blocks", "decoder_norm", "decoder_pred",
+)  # fmt: skip
+
+
+def random_official(seed: int = 7, norm_pix: bool = False) -> OfficialLayoutMAE:
+    """The independent official-layout model with random weights (tables included)."""
+    torch.manual_seed(seed)
+    reference = OfficialLayoutMAE(TINY, norm_pix=norm_pix).eval()
+    with torch.no_grad():
+        for tensor in reference.state_dict().values():
+            tensor.normal_(std=0.2)
+    return reference
+
+
+def _decoder_key(key: str) -> bool:
+    return key.startswith("decoder_") or key == "mask_token"
+
+
+def test_state_dict_loads_into_the_official_model_strictly_and_back() -> None:
+    model = tiny_mae(seed=0, norm_pix_loss=True).eval()
+    assert set(model.state_dict()) == official_keys(depth=2, decoder_depth=1)
+    reference = OfficialLayoutMAE(TINY, norm_pix=True).eval()
+    reference.load_state_dict(model.state_dict(), strict=True)
+    imgs, noise = images(), noise_for()
+    with torch.no_grad():
+        ours, theirs = model(imgs, noise=noise)[0], reference(imgs, 0.75, noise)[0]
+    print(
+        f"PARITY MAE.state_dict() in official model, loss: max abs diff {(ours - theirs).abs():.3e}"
+    )
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+
+    # And back: the official model's weights load into MAE with strict=True, every one of them.
+    source = random_official(norm_pix=True)
+    target = tiny_mae(seed=1, norm_pix_loss=True).eval()
+    result = target.load_state_dict(source.state_dict(), strict=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    loaded = target.state_dict()
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+    with torch.no_grad():
+        ours, theirs = target(imgs, noise=noise)[0], source(imgs, 0.75, noise)[0]
+    print(f"PARITY official state dict in MAE, loss: max abs diff {(ours - theirs).abs():.3e}")
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_official_checkpoints_load_with_plain_non_strict_load_state_dict(tmp_path: Path) -> None:
+    source = random_official()
+    path = tmp_path / "mae_visualize_tiny.pth"
+    torch.save({"model": source.state_dict()}, path)
+    # What the official demo and fine-tuning code do.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = tiny_mae(seed=3).eval()
+    message = model.load_state_dict(checkpoint["model"], strict=False)
+    assert message.missing_keys == [] and message.unexpected_keys == []
+    loaded = model.state_dict()
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded[key], value), key  # really loaded, not just "no error"
+    imgs, noise = images(), noise_for()
+    with torch.no_grad():
+        torch.testing.assert_close(model(imgs, noise=noise)[0], source(imgs, 0.75, noise)[0])
+
+    # An encoder-only release checkpoint with a classifier head: the encoder loads, the decoder
+    # keeps its values, and what did not match is reported under the official names.
+    encoder_only = {k: v for k, v in source.state_dict().items() if not _decoder_key(k)}
+    encoder_only |= {"head.weight": torch.zeros(10, 32), "head.bias": torch.zeros(10)}
+    fresh = tiny_mae(seed=4)
+    decoder_before = {k: v.clone() for k, v in fresh.state_dict().items() if _decoder_key(k)}
+    message = fresh.load_state_dict(encoder_only, strict=False)
+    assert set(message.missing_keys) == set(decoder_before)
+    assert sorted(message.unexpected_keys) == ["head.bias", "head.weight"]
+    after = fresh.state_dict()
+    for key, value in encoder_only.items():
+        if not key.startswith("head."):
+            assert torch.equal(after[key], value), key
+    for key, value in decoder_before.items():
+        assert torch.equal(after[key], value), key
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "mask_token"'):
+        fresh.load_state_dict(encoder_only)
+
+
+def test_official_attribute_names_are_the_blocks_own_objects() -> None:
+    model = tiny_mae()
+    encoder, decoder = model.encoder.vit, model.decoder
+    assert model.blocks is encoder.blocks and model.patch_embed is encoder.patch_embed
+    assert model.norm is encoder.norm and model.cls_token is encoder.cls_token
+    assert model.pos_embed is encoder.pos_embed
+    for name in OFFICIAL_ATTRIBUTES[5:]:
+        assert getattr(model, name) is getattr(decoder, name), name
+    # Every official state-dict entry is the very parameter the blocks compute with, once.
+    tensors = model.state_dict(keep_vars=True)
+    for key, tensor in tensors.items():
+        head, *path = key.split(".")
+        owner: Any = getattr(model, head)
+        for part in path:
+            owner = owner[int(part)] if part.isdigit() else getattr(owner, part)
+        assert owner is tensor, key
+    parameters = list(model.parameters())
+    assert len({id(p) for p in parameters}) == len(parameters) == len(tensors)
+
+
+def test_assign_load_keeps_the_official_names_tied() -> None:
+    source = random_official()
+    model = tiny_mae(seed=5)
+    weights = {k: v.clone() for k, v in source.state_dict().items()}
+    model.load_state_dict(weights, strict=True, assign=True)
+    # assign=True makes the given tensors the parameters (same memory, no copy) ...
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        assert tensor.data_ptr() == weights[key].data_ptr(), key
+    # ... and the official names still are the blocks' own parameters.
+    assert model.cls_token is model.encoder.vit.cls_token
+    assert model.mask_token is model.decoder.mask_token
+    assert model.blocks[0].attn.qkv.weight is model.encoder.vit.blocks[0].attn.qkv.weight
+    assert model.state_dict(keep_vars=True)["decoder_pred.weight"] is model.decoder_pred.weight
+    # The fixed tables stay frozen; everything else trains through the official names.
+    assert not model.pos_embed.requires_grad and not model.decoder_pos_embed.requires_grad
+    model(images(), noise=noise_for())[0].backward()
+    for name in ("cls_token", "mask_token"):
+        grad = getattr(model, name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    imgs, noise = images(), noise_for()
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(imgs, noise=noise)[0], source(imgs, 0.75, noise)[0])
+
+
 # --- optimiser and Lightning ---------------------------------------------------------------------
 def test_configure_optimizers_groups_and_lr_scaling() -> None:
     model = tiny_mae(batch_size=64, total_steps=100, warmup_steps=10, min_lr=1e-6)
@@ -447,6 +577,15 @@ def test_lightning_checkpoint_round_trip_and_val_loss(tmp_path: Path) -> None:
     assert loaded.hparams["mask_ratio"] == 0.5 and loaded.norm_pix_loss
     assert loaded.encoder.vit.norm.eps == 1e-6
     _assert_same_weights(model, loaded)
+    # The checkpoint's weights are in the official layout: they load into the official model.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(checkpoint["state_dict"]) == official_keys(depth=2, decoder_depth=1)
+    OfficialLayoutMAE(TINY).load_state_dict(checkpoint["state_dict"], strict=True)
+    # And from_official reads the head counts from its hyper-parameters (nothing guessed).
+    rebuilt = MAE.from_official(path)
+    assert rebuilt.hparams["num_heads"] == 2 and rebuilt.hparams["decoder_num_heads"] == 2
+    assert rebuilt.norm_pix_loss and rebuilt.hparams["mask_ratio"] == 0.5
+    _assert_same_weights(model, rebuilt)
 
 
 def test_batches_in_every_supported_format_give_the_same_loss() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -55,7 +57,7 @@ def test_random_token_mask_mask_class_token() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "exc", "words"),
     [
-        ({"mask_ratio": 1.0}, ValueError, "mask_ratio"),
+        ({"mask_ratio": 1.5}, ValueError, "mask_ratio"),
         ({"mask_ratio": -0.1}, ValueError, "mask_ratio"),
         ({"mask_ratio": "0.5"}, TypeError, "mask_ratio"),
         ({"noise": torch.rand(2, 17)}, ValueError, "noise"),
@@ -68,6 +70,42 @@ def test_random_token_mask_bad_input(
 ) -> None:
     with pytest.raises(exc, match=words):
         masking.random_token_mask((2, 17), **kwargs)  # type: ignore[arg-type]
+
+
+def test_random_token_mask_default_ratio_is_lightlys() -> None:
+    # Functions that carry Lightly's names take Lightly's defaults: 0.6, so 16 patches → 9 masked.
+    default = inspect.signature(masking.random_token_mask).parameters["mask_ratio"].default
+    assert default == 0.6
+    idx_keep, idx_mask = masking.random_token_mask((2, 17))
+    assert idx_keep.shape == (2, 1 + 6) and idx_mask.shape == (2, 10)
+
+
+@pytest.mark.parametrize("num_prefix_tokens", [0, 1, 4])
+def test_random_token_mask_ratio_one_keeps_only_the_prefix(num_prefix_tokens: int) -> None:
+    length = num_prefix_tokens + 16
+    idx_keep, idx_mask = masking.random_token_mask(
+        (3, length), mask_ratio=1.0, num_prefix_tokens=num_prefix_tokens
+    )
+    assert torch.equal(idx_keep, torch.arange(num_prefix_tokens).expand(3, -1))
+    patches = torch.arange(num_prefix_tokens, length).expand(3, -1)
+    assert torch.equal(idx_mask.sort(dim=1).values, patches)
+    # With mask_class_token=True nothing is kept at all.
+    idx_keep, idx_mask = masking.random_token_mask((3, length), 1.0, mask_class_token=True)
+    assert idx_keep.shape == (3, 0) and idx_keep.dtype == torch.long
+    assert torch.equal(idx_mask.sort(dim=1).values, torch.arange(length).expand(3, -1))
+
+
+def test_repeat_token_returns_independent_storage() -> None:
+    token = torch.randn(1, 1, 4)
+    repeated = masking.repeat_token(token, (2, 3))
+    assert repeated.shape == (2, 3, 4) and torch.equal(repeated, token.expand(2, 3, 4))
+    repeated[0, 0] += 1.0  # writing into one position must not change the others (or the token)
+    assert torch.equal(repeated[1, 2], token[0, 0]) and torch.equal(repeated[0, 1], token[0, 0])
+    assert not torch.equal(repeated[0, 0], token[0, 0])
+    # Gradients still flow back to the token, summed over every copy.
+    learnable = torch.zeros(1, 1, 4, requires_grad=True)
+    masking.repeat_token(learnable, (2, 3)).sum().backward()
+    assert learnable.grad is not None and torch.equal(learnable.grad, torch.full((1, 1, 4), 6.0))
 
 
 def test_random_masking_official_semantics() -> None:
@@ -124,6 +162,7 @@ def test_get_set_mask_at_index() -> None:
     masked = masking.mask_at_index(tokens, index, mask_token)
     assert (masked[0, 3] == 7).all() and torch.equal(masked[0, 2], tokens[0, 2])
     assert torch.equal(masking.repeat_token(mask_token, (2, 4)), mask_token.expand(2, 4, 3))
+    assert masking.repeat_token(mask_token, (2, 4)).is_contiguous()
     cls = torch.zeros(1, 1, 3)
     assert torch.equal(masking.prepend_class_token(tokens, cls)[:, 0], torch.zeros(2, 3))
 

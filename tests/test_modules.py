@@ -214,3 +214,32 @@ def test_encoder_bad_input() -> None:
         enc.encode(torch.randn(1, 3, 32, 32), idx_keep=torch.tensor([[0, 5]]))
     with pytest.raises(ValueError, match="not a timm model name"):
         MaskedVisionTransformer.from_timm("no_such_model")
+
+
+@pytest.mark.parametrize("overrides", [{}, {"reg_tokens": 2}, {"no_embed_class": True}])
+def test_add_pos_embed_reads_the_grid_off_the_tokens(overrides: dict[str, object]) -> None:
+    enc = tiny_encoder(**overrides).eval()
+    images = torch.randn(2, 3, 48, 48)  # a 6x6 grid, the native one is 4x4
+    tokens = enc.prepend_prefix_tokens(enc.images_to_tokens(images))
+    inferred = enc.add_pos_embed(tokens)
+    assert torch.equal(inferred, enc.add_pos_embed(tokens, grid_size=(6, 6)))
+    assert not torch.equal(inferred[:, -1], tokens[:, -1])  # a table was added to the patches
+    native = enc.prepend_prefix_tokens(enc.images_to_tokens(torch.randn(2, 3, 32, 32)))
+    assert torch.equal(enc.add_pos_embed(native), enc.add_pos_embed(native, grid_size=(4, 4)))
+    # A patch count that is neither the native grid nor a square one needs grid_size.
+    wide = enc.prepend_prefix_tokens(enc.images_to_tokens(torch.randn(2, 3, 16, 48)))
+    with pytest.raises(ValueError, match=r"12 patch tokens.*pass grid_size"):
+        enc.add_pos_embed(wide)
+    assert enc.add_pos_embed(wide, grid_size=(2, 6)).shape == wide.shape
+
+
+def test_encoder_keyword_and_positional_options() -> None:
+    vit = tiny_encoder().vit
+    positional = MaskedVisionTransformer(vit, None, "skip", False, "skip", False)
+    assert positional.antialias is False and positional.mask_token is None
+    with pytest.raises(ValueError, match="idx_mask and mask cannot both be set at the same time"):
+        tiny_encoder().encode(
+            torch.randn(1, 3, 32, 32),
+            idx_mask=torch.tensor([[1]]),
+            mask=torch.zeros(1, 17, dtype=torch.bool),
+        )

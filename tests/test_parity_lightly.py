@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
+from typing import Any
 
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from ssl_mae import masking
-from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
+from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer, MaskedVisionTransformerTorchvision
 
 lightly_utils = pytest.importorskip("lightly.models.utils")
 lightly_modules = pytest.importorskip("lightly.models.modules")
@@ -161,3 +163,116 @@ def test_random_token_mask_counts_match_lightly(length: int, ratio: float) -> No
     order = torch.argsort(full_noise, dim=1)
     assert torch.equal(ours_keep, order[:, : ours_keep.shape[1]])
     assert torch.equal(ours_mask, order[:, ours_keep.shape[1] :])
+
+
+def test_repeat_token_owns_its_memory_like_lightly() -> None:
+    token = torch.randn(1, 1, 5)
+    ours, theirs = masking.repeat_token(token, (2, 3)), lightly_utils.repeat_token(token, (2, 3))
+    ours[0, 0] = 0.0
+    theirs[0, 0] = 0.0
+    assert torch.equal(ours, theirs)
+    report("repeat_token after an in-place write", float((ours - theirs).abs().max()))
+
+
+@pytest.mark.parametrize("mask_class_token", [False, True])
+@pytest.mark.parametrize("ratio", [None, 1.0], ids=["default-ratio", "ratio-1"])
+def test_random_token_mask_defaults_and_ratio_one_like_lightly(
+    mask_class_token: bool, ratio: float | None
+) -> None:
+    ratio_args = () if ratio is None else (ratio,)
+    theirs_keep, theirs_mask = lightly_utils.random_token_mask(
+        (3, 17), *ratio_args, mask_class_token=mask_class_token
+    )
+    ours_keep, ours_mask = masking.random_token_mask(
+        (3, 17), *ratio_args, mask_class_token=mask_class_token
+    )
+    assert ours_keep.shape == theirs_keep.shape and ours_mask.shape == theirs_mask.shape
+    if ratio == 1.0:  # no randomness left in what is kept
+        assert torch.equal(ours_keep, theirs_keep)
+        assert torch.equal(ours_mask.sort(dim=1).values, theirs_mask.sort(dim=1).values)
+    theirs_default = inspect.signature(lightly_utils.random_token_mask).parameters["mask_ratio"]
+    ours_default = inspect.signature(masking.random_token_mask).parameters["mask_ratio"]
+    assert ours_default.default == theirs_default.default
+
+
+def _leading_parameters(function: object, count: int) -> list[str]:
+    return list(inspect.signature(function).parameters)[:count]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", ["timm", "torchvision"])
+def test_encoder_positional_arguments_mean_what_they_mean_in_lightly(backend: str) -> None:
+    if backend == "timm":
+        ours_cls, theirs_cls = MaskedVisionTransformer, lightly_modules.MaskedVisionTransformerTIMM
+        vit: torch.nn.Module = _vit()
+    else:
+        from torchvision.models import VisionTransformer as TorchvisionViT
+
+        ours_cls = MaskedVisionTransformerTorchvision
+        theirs_cls = lightly_modules.MaskedVisionTransformerTorchvision
+        vit = TorchvisionViT(32, 8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
+    names = ["vit", "mask_token", "weight_initialization", "antialias", "pos_embed_initialization"]
+    assert _leading_parameters(theirs_cls.__init__, 6)[1:] == names
+    assert _leading_parameters(ours_cls.__init__, 6)[1:] == names
+    encoder = ours_cls(vit, None, "", False, "learn")
+    assert encoder.antialias is False
+    assert encoder.mask_token is not None and encoder.mask_token.shape[-1] == encoder.embed_dim
+    pos_embed, _ = encoder._pos_embed_param()
+    assert pos_embed is not None and pos_embed.requires_grad  # "learn", not the frozen sin-cos
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+@pytest.mark.parametrize("size", [48, 24], ids=["larger", "smaller"])
+def test_add_pos_embed_infers_the_grid_of_other_sizes_like_lightly(
+    antialias: bool, size: int
+) -> None:
+    torch.manual_seed(0)
+    theirs = lightly_modules.MaskedVisionTransformerTIMM(
+        vit=_vit(dynamic_img_size=True), antialias=antialias
+    )
+    ours = MaskedVisionTransformer(_vit(dynamic_img_size=True), antialias=antialias)
+    ours.load_state_dict(theirs.state_dict())
+    ours.eval(), theirs.eval()
+    images = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        tokens = theirs.prepend_prefix_tokens(theirs.images_to_tokens(images))
+        diff = (ours.add_pos_embed(tokens) - theirs.add_pos_embed(tokens)).abs().max()
+        report(f"add_pos_embed {size}px antialias={antialias}", float(diff))
+        diff = (ours.encode(images) - theirs.encode(images)).abs().max()
+        report(f"encode {size}px antialias={antialias}", float(diff))
+
+
+def test_idx_mask_and_mask_together_raise_lightlys_error() -> None:
+    theirs = lightly_modules.MaskedVisionTransformerTIMM(vit=_vit())
+    ours = MaskedVisionTransformer(_vit())
+    images = torch.randn(1, 3, 32, 32)
+    idx_mask = torch.tensor([[1, 2]])
+    mask = torch.zeros(1, ours.sequence_length, dtype=torch.bool)
+    with pytest.raises(ValueError) as theirs_error:
+        theirs.encode(images, idx_mask=idx_mask, mask=mask)
+    for call in (ours.encode, ours.forward, ours.preprocess):
+        with pytest.raises(ValueError, match="cannot both be set at the same time") as ours_error:
+            call(images, idx_mask=idx_mask, mask=mask)
+        assert str(ours_error.value) == str(theirs_error.value)
+
+
+@pytest.mark.parametrize("initialize_weights", [False, True])
+def test_decoder_initialisation_matches_lightly(initialize_weights: bool) -> None:
+    kwargs: dict[str, Any] = dict(
+        num_patches=64, patch_size=4, embed_dim=64, decoder_embed_dim=32, decoder_depth=2,
+        decoder_num_heads=4, initialize_weights=initialize_weights,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MAEDecoderTIMM is deprecated in lightly 1.6
+        theirs = lightly_modules.MAEDecoderTIMM(**kwargs).state_dict()
+    torch.manual_seed(0)
+    ours = MAEDecoder(**kwargs).state_dict()
+    assert list(ours) == list(theirs)
+    # Same seed → the same weights: the same modules draw the same numbers in the same order.
+    for key in theirs:
+        if key != "decoder_pos_embed":
+            assert torch.equal(ours[key], theirs[key]), key
+    diff = float((ours["decoder_pos_embed"] - theirs["decoder_pos_embed"]).abs().max())
+    report(f"decoder init (initialize_weights={initialize_weights}) decoder_pos_embed", diff)
+    if not initialize_weights:  # the position table and the mask token are left to the caller
+        assert not ours["decoder_pos_embed"].any() and not ours["mask_token"].any()

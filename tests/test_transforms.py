@@ -108,10 +108,75 @@ def test_mae_transform_grayscale() -> None:
     torch.testing.assert_close(normed, (raw - mean) / std)
 
 
+def _grey_image(seed: int = 1) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+    return Image.fromarray(pixels, mode="L")
+
+
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["pil", "tensor"])
+def test_mae_transform_greyscale_with_default_normalize_is_lightlys(as_tensor: bool) -> None:
+    from lightly.transforms.mae_transform import MAETransform as LightlyMAETransform
+
+    image: Any = _grey_image()
+    if as_tensor:
+        image = torch.from_numpy(np.array(image)).unsqueeze(0)  # (1, H, W) uint8
+    for seed in range(4):
+        torch.manual_seed(seed)
+        expected = LightlyMAETransform(input_size=20)(image)[0].as_subclass(torch.Tensor)
+        torch.manual_seed(seed)
+        (got,) = MAETransform(input_size=20)(image)
+        assert got.shape == expected.shape == (3, 20, 20)
+        assert torch.equal(got, expected)
+    # The same as converting the image to RGB first.
+    torch.manual_seed(0)
+    (from_rgb,) = MAETransform(input_size=20)(_grey_image().convert("RGB"))
+    torch.manual_seed(0)
+    assert torch.equal(MAETransform(input_size=20)(_grey_image())[0], from_rgb)
+
+
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["pil", "tensor"])
+def test_mae_transform_empty_normalize_means_none_as_in_lightly(as_tensor: bool) -> None:
+    from lightly.transforms.mae_transform import MAETransform as LightlyMAETransform
+
+    image: Any = _rgb_image()
+    if as_tensor:
+        image = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    torch.manual_seed(0)
+    expected = LightlyMAETransform(input_size=16, normalize={})(image)[0]
+    torch.manual_seed(0)
+    (got,) = MAETransform(input_size=16, normalize={})(image)
+    assert torch.equal(got, expected.as_subclass(torch.Tensor))
+    assert got.min() >= 0.0 and got.max() <= 1.0
+    assert MAETransform(normalize={}).normalize is None
+
+
+def test_mae_transform_num_channels_option() -> None:
+    grey, rgb = _grey_image(), _rgb_image()
+    torch.manual_seed(0)
+    (one,) = MAETransform(input_size=20, normalize=FASHION_MNIST_NORMALIZE, num_channels=1)(grey)
+    assert one.shape == (1, 20, 20)
+    # RGB images become greyscale (PIL's "L" luma) for a 1-channel model.
+    torch.manual_seed(0)
+    (from_rgb,) = MAETransform(input_size=20, normalize=None, num_channels=1)(rgb)
+    torch.manual_seed(0)
+    (expected,) = MAETransform(input_size=20, normalize=None)(rgb.convert("L"))
+    assert from_rgb.shape == (1, 20, 20) and torch.equal(from_rgb, expected)
+    # Greyscale images are repeated, even without normalisation.
+    torch.manual_seed(0)
+    (three,) = MAETransform(input_size=20, normalize=None, num_channels=3)(grey)
+    assert three.shape == (3, 20, 20) and torch.equal(three[0], three[2])
+    with pytest.raises(ValueError, match=r"normalize has 3 .* num_channels=1"):
+        MAETransform(num_channels=1)
+    with pytest.raises(ValueError, match=r"num_channels must be a positive int"):
+        MAETransform(num_channels=0)
+    with pytest.raises(ValueError, match=r"4 channels, which cannot become num_channels=3"):
+        MAETransform(input_size=8, num_channels=3)(torch.rand(4, 12, 12))
+
+
 def test_mae_transform_rejects_channel_mismatch() -> None:
-    image = Image.fromarray(np.zeros((28, 28), dtype=np.uint8), mode="L")
+    image = Image.fromarray(np.zeros((28, 28, 2), dtype=np.uint8), mode="LA")
     state = torch.get_rng_state()
-    with pytest.raises(ValueError, match=r"normalize has 3 .* 1 channel"):
+    with pytest.raises(ValueError, match=r"normalize has 3 .* 2 channel"):
         MAETransform(input_size=20)(image)
     # The failed call must not have consumed random numbers.
     assert torch.equal(torch.get_rng_state(), state)

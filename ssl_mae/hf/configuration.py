@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+import torch
 
 from ssl_mae._validation import check_mask_ratio, check_positive_int, to_2tuple
 from ssl_mae.hf.io import CONFIG_NAME, resolve_pretrained_directory
@@ -20,16 +23,44 @@ from ssl_mae.hf.io import CONFIG_NAME, resolve_pretrained_directory
 __all__ = ["CONFIG_NAME", "ViTMAEConfig"]
 
 
-# Keys every Hugging Face config carries that say nothing about the architecture; they are not
-# kept when reading (``architectures`` is rewritten by ``save_pretrained``).
-_GENERIC_KEYS = frozenset(
-    {"architectures", "model_type", "transformers_version", "_name_or_path", "dtype", "torch_dtype"}
+# Keys of a config.json that describe the file, not the model; they are not kept when reading
+# (``architectures`` and ``dtype`` are rewritten by ``save_pretrained``).
+_FILE_KEYS = frozenset(
+    {
+        "architectures",
+        "model_type",
+        "transformers_version",
+        "_name_or_path",
+        "_commit_hash",
+        "_attn_implementation_autoset",
+        "use_return_dict",
+    }
 )
+_ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa")
 
 
-@dataclass
+def _as_dtype(value: object) -> torch.dtype | None:
+    """``dtype``/``torch_dtype`` as transformers accepts it: None, a torch dtype or its name."""
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, str):
+        dtype = getattr(torch, value.removeprefix("torch."), None)
+        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            return dtype
+    raise ValueError(
+        f"dtype must be None, a floating torch.dtype or its name (e.g. 'float32', 'bfloat16'), "
+        f"got {value!r}"
+    )
+
+
+@dataclass(init=False, eq=False)
 class ViTMAEConfig:
     """Architecture and pretraining settings of a ViTMAE model (Hugging Face field names).
+
+    Like ``transformers.PretrainedConfig`` it also takes the generic settings every Hugging Face
+    config has (``output_hidden_states``, ``output_attentions``, ``return_dict``, ``dtype`` or
+    ``torch_dtype``, ``attn_implementation``), which the models honour, and stores any other
+    keyword (``is_decoder``, ``id2label``, ...) as an attribute that ``config.json`` keeps.
 
     Args:
         hidden_size: Encoder token dimension.
@@ -40,8 +71,8 @@ class ViTMAEConfig:
             (tanh approximation), ``"quick_gelu"``, ``"relu"``, ``"silu"``/``"swish"``.
         hidden_dropout_prob: Dropout after the attention and MLP projections.
         attention_probs_dropout_prob: Dropout on the attention probabilities.
-        initializer_range: Std of normal initialisations (kept for compatibility; our models use
-            the MAE initialisation).
+        initializer_range: Std of the normal initialisation of the linear layers and of the
+            class and mask tokens, as in transformers.
         layer_norm_eps: Epsilon of every LayerNorm.
         image_size: Image side length (or ``(height, width)``).
         patch_size: Patch side length.
@@ -53,33 +84,121 @@ class ViTMAEConfig:
         decoder_intermediate_size: Hidden size of the decoder MLPs.
         mask_ratio: Fraction of patches removed before the encoder, in [0, 1).
         norm_pix_loss: Normalise target patches by their mean and variance.
-        extra: Other keys found in a ``config.json`` (e.g. ``id2label``); written back unchanged.
+        output_hidden_states: Models return the hidden states unless a call says otherwise.
+        output_attentions: Models return the attention probabilities unless a call says
+            otherwise.
+        return_dict: Models return output objects (else tuples) unless a call says otherwise.
+        dtype: Floating dtype ``from_pretrained`` loads the weights in (``torch_dtype`` is the
+            older name); None keeps the checkpoint's.
+        attn_implementation: ``"sdpa"`` (fused ``scaled_dot_product_attention``, the default
+            when None) or ``"eager"`` (explicit softmax attention).
+        extra: Further keys stored as attributes (the same as passing them as keywords).
+        **kwargs: Any other key, stored as an attribute and written to ``config.json``.
     """
 
     model_type: ClassVar[str] = "vit_mae"
 
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    image_size: int | tuple[int, int] = 224
-    patch_size: int = 16
-    num_channels: int = 3
-    qkv_bias: bool = True
-    decoder_num_attention_heads: int = 16
-    decoder_hidden_size: int = 512
-    decoder_num_hidden_layers: int = 8
-    decoder_intermediate_size: int = 2048
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The fields; their defaults are those of __init__ (and of transformers.ViTMAEConfig).
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str
+    hidden_dropout_prob: float
+    attention_probs_dropout_prob: float
+    initializer_range: float
+    layer_norm_eps: float
+    image_size: int | tuple[int, int]
+    patch_size: int
+    num_channels: int
+    qkv_bias: bool
+    decoder_num_attention_heads: int
+    decoder_hidden_size: int
+    decoder_num_hidden_layers: int
+    decoder_intermediate_size: int
+    mask_ratio: float
+    norm_pix_loss: bool
+    output_hidden_states: bool
+    output_attentions: bool
+    return_dict: bool
+    dtype: torch.dtype | None
+    attn_implementation: str | None
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        image_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        num_channels: int = 3,
+        qkv_bias: bool = True,
+        decoder_num_attention_heads: int = 16,
+        decoder_hidden_size: int = 512,
+        decoder_num_hidden_layers: int = 8,
+        decoder_intermediate_size: int = 2048,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        return_dict: bool = True,
+        dtype: torch.dtype | str | None = None,
+        attn_implementation: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.qkv_bias = qkv_bias
+        self.decoder_num_attention_heads = decoder_num_attention_heads
+        self.decoder_hidden_size = decoder_hidden_size
+        self.decoder_num_hidden_layers = decoder_num_hidden_layers
+        self.decoder_intermediate_size = decoder_intermediate_size
+        self.mask_ratio = mask_ratio
+        self.norm_pix_loss = norm_pix_loss
+        self.output_hidden_states = output_hidden_states
+        self.output_attentions = output_attentions
+        self.return_dict = return_dict
+        # transformers' older name; when both are given, dtype wins (as there).
+        torch_dtype = kwargs.pop("torch_dtype", None)
+        self.dtype = _as_dtype(dtype if dtype is not None else torch_dtype)
+        self.attn_implementation = kwargs.pop("_attn_implementation", attn_implementation)
+        if extra is not None and not isinstance(extra, Mapping):
+            raise TypeError(f"extra must be a dict of further keys, got {extra!r}")
+        fields = {item.name for item in dataclasses.fields(self)}
+        for name, value in {**(extra or {}), **kwargs}.items():
+            if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+                raise ValueError(
+                    f"ViTMAEConfig got the key {name!r}; further keys must be public attribute "
+                    "names"
+                )
+            if name in _FILE_KEYS:
+                continue
+            if name in fields or hasattr(type(self), name):
+                raise ValueError(
+                    f"extra key {name!r} is an attribute of ViTMAEConfig itself; pass fields as "
+                    "keywords"
+                )
+            setattr(self, name, value)
+        self._validate()
+
+    def _validate(self) -> None:
         for name in (
             "hidden_size",
             "num_hidden_layers",
@@ -130,6 +249,18 @@ class ViTMAEConfig:
         for name in ("qkv_bias", "norm_pix_loss"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        for name in ("output_hidden_states", "output_attentions", "return_dict"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.attn_implementation not in _ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation must be one of {list(_ATTN_IMPLEMENTATIONS)}, "
+                f"got {self.attn_implementation!r}"
+            )
+        if isinstance(self.initializer_range, bool) or not (
+            isinstance(self.initializer_range, (int, float)) and self.initializer_range > 0
+        ):
+            raise ValueError(f"initializer_range must be > 0, got {self.initializer_range!r}")
 
     # --- derived sizes -------------------------------------------------------------------------
     @property
@@ -149,14 +280,48 @@ class ViTMAEConfig:
         grid_h, grid_w = self.grid_size
         return grid_h * grid_w
 
+    # --- transformers' derived settings -------------------------------------------------------
+    @property
+    def use_return_dict(self) -> bool:
+        """Whether models return output objects by default (transformers' name)."""
+        return self.return_dict
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        """The older name of :attr:`dtype`."""
+        return self.dtype
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The keys beyond the fields (``is_decoder``, ``id2label``, ...), as stored."""
+        names = {item.name for item in dataclasses.fields(self)}
+        return {k: v for k, v in vars(self).items() if k not in names and not k.startswith("_")}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ViTMAEConfig):
+            return NotImplemented
+        return (self.to_dict(), self.attn_implementation) == (
+            other.to_dict(),
+            other.attn_implementation,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every config
+
     # --- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The ``config.json`` content: extra keys, the fields and ``model_type``."""
+        """The ``config.json`` content: further keys, the fields and ``model_type``.
+
+        ``attn_implementation`` is a choice of the running process and is not written (as in
+        transformers); ``dtype`` is written by name (``"float32"``) when set.
+        """
         data: dict[str, Any] = dict(self.extra)
         for item in dataclasses.fields(self):
-            if item.name != "extra":
-                value = getattr(self, item.name)
-                data[item.name] = list(value) if isinstance(value, tuple) else value
+            value = getattr(self, item.name)
+            if item.name == "attn_implementation" or (item.name == "dtype" and value is None):
+                continue
+            if item.name == "dtype":
+                value = str(value).removeprefix("torch.")
+            data[item.name] = list(value) if isinstance(value, tuple) else value
         data["model_type"] = self.model_type
         return data
 
@@ -165,7 +330,9 @@ class ViTMAEConfig:
         """Builds a config from a ``config.json`` dict.
 
         Args:
-            data: Parsed ``config.json``. ``model_type``, when present, must be ``"vit_mae"``.
+            data: Parsed ``config.json``. ``model_type``, when present, must be ``"vit_mae"``;
+                keys that describe the file (``architectures``, ``transformers_version``, ...)
+                are dropped, any other key is kept.
 
         Raises:
             ValueError: For another ``model_type`` (e.g. a plain ``"vit"`` checkpoint).
@@ -177,10 +344,7 @@ class ViTMAEConfig:
             raise ValueError(
                 f"config model_type must be {cls.model_type!r} for ViTMAE, got {model_type!r}"
             )
-        names = {item.name for item in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in data.items() if k in names}
-        extra = {k: v for k, v in data.items() if k not in names and k not in _GENERIC_KEYS}
-        return cls(**known, extra=extra)
+        return cls(**{k: v for k, v in data.items() if k not in _FILE_KEYS})
 
     def to_json_string(self) -> str:
         """The config as pretty-printed JSON."""

@@ -16,13 +16,14 @@ The encoder is a timm ``VisionTransformer`` (fused ``qkv``, attention through
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from ssl_mae import convert, masking
 from ssl_mae._validation import check_tensor
 from ssl_mae.core import MaskedAutoencoder, encode_visible
-from ssl_mae.hf.configuration import ViTMAEConfig
+from ssl_mae.hf.configuration import ViTMAEConfig, _as_dtype
 from ssl_mae.hf.io import (
     CONFIG_NAME,
     load_state_dict_from_directory,
@@ -41,6 +42,8 @@ from ssl_mae.hf.keys import hf_to_official_state_dict, normalize_hf_key, officia
 from ssl_mae.loss import MAELoss
 from ssl_mae.modules.decoder import MAEDecoder
 from ssl_mae.modules.encoder import MaskedVisionTransformer, block_forward_with_attention
+from ssl_mae.modules.init import init_patch_projection
+from ssl_mae.pos_embed import get_2d_sincos_pos_embed
 
 __all__ = [
     "ModelOutput",
@@ -120,10 +123,15 @@ def _build_encoder(config: ViTMAEConfig) -> MaskedVisionTransformer:
         attn_drop_rate=config.attention_probs_dropout_prob,
         norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps),
         act_layer=activation_layer(config.hidden_act),
+        weight_init="skip",  # the model initialises every weight (see _init_hf_weights)
     )
     # Hugging Face resizes position embeddings without antialiasing.
     return MaskedVisionTransformer(
-        vit, pos_embed_initialization="sincos", antialias=False, use_mask_token=False
+        vit,
+        weight_initialization="skip",
+        antialias=False,
+        pos_embed_initialization="sincos",
+        use_mask_token=False,
     )
 
 
@@ -145,35 +153,91 @@ def _build_decoder(config: ViTMAEConfig) -> MAEDecoder:
         qkv_bias=config.qkv_bias,
         act_layer=activation_layer(config.hidden_act),
         pos_embed_resize="sequence",  # Hugging Face resizes the decoder table as a sequence
+        initialize_weights=False,  # the model initialises every weight (see _init_hf_weights)
     )
+    with torch.no_grad():  # the fixed sin-cos table, as the official and Hugging Face models
+        table = get_2d_sincos_pos_embed(
+            config.decoder_hidden_size, config.grid_size, decoder.num_prefix_tokens
+        )
+        decoder.decoder_pos_embed.copy_(table.unsqueeze(0))
     return decoder
+
+
+def _set_attention(module: nn.Module, attn_implementation: str | None) -> None:
+    """``"eager"`` runs every timm attention as explicit softmax, ``"sdpa"`` fused (the
+    default); None leaves timm's choice."""
+    if attn_implementation is None:
+        return
+    for attention in module.modules():
+        if hasattr(attention, "fused_attn"):
+            attention.fused_attn = attn_implementation == "sdpa"  # type: ignore[assignment]
+
+
+def _init_hf_weights(
+    module: nn.Module,
+    std: float,
+    encoder: MaskedVisionTransformer,
+    decoder: MAEDecoder | None,
+) -> None:
+    """transformers' ViTMAE initialisation: N(0, ``initializer_range``) linear layers with zero
+    bias, unit LayerNorms, the patch projection xavier-uniform over the flattened patch, and
+    N(0, ``initializer_range``) class and mask tokens. The position tables keep their fixed
+    sin-cos values."""
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                nn.init.normal_(layer.weight, mean=0.0, std=std)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+            elif isinstance(layer, nn.LayerNorm) and layer.elementwise_affine:
+                nn.init.ones_(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+        init_patch_projection(encoder.vit.patch_embed.proj.weight)
+        nn.init.normal_(encoder.vit.cls_token, std=std)
+        if decoder is not None:
+            nn.init.normal_(decoder.mask_token, std=std)
 
 
 # --------------------------------------------------------------------------------------------
 # Outputs
 # --------------------------------------------------------------------------------------------
 @dataclass
-class ModelOutput:
-    """Output container used like Hugging Face's ``ModelOutput``: attribute access, ``out["key"]``,
-    ``out[i]`` and ``to_tuple()`` over the fields that are not None."""
+class ModelOutput(Mapping[str, Any]):
+    """Output container that behaves like transformers' ``ModelOutput``.
 
-    def keys(self) -> list[str]:
-        """Names of the fields that are set."""
+    Fields are attributes; the fields that are set (not None) also form an ordered mapping:
+    ``out["loss"]``, ``"loss" in out``, ``len(out)``, ``keys()``, ``values()``, ``items()``,
+    ``dict(out)``, and a tuple: ``out[0]``, ``out[1:3]``, ``to_tuple()``.
+    """
+
+    def _set_names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
 
     def to_tuple(self) -> tuple[Any, ...]:
         """The set fields in declaration order."""
-        return tuple(getattr(self, name) for name in self.keys())
+        return tuple(getattr(self, name) for name in self._set_names())
 
-    def __getitem__(self, key: str | int) -> Any:
+    def __getitem__(self, key: str | int | slice) -> Any:
         if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(f"output has no field {key!r}; set fields: {self.keys()}")
+            if key not in self._set_names():
+                raise KeyError(f"output has no field {key!r}; set fields: {self._set_names()}")
             return getattr(self, key)
         return self.to_tuple()[key]
 
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(f"output has no field {key!r}")
+        setattr(self, key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._set_names()
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
+        return iter(self._set_names())
+
+    def __len__(self) -> int:
+        return len(self._set_names())
 
 
 @dataclass
@@ -222,45 +286,61 @@ class ViTMAEForPreTrainingOutput(ModelOutput):
 # Models
 # --------------------------------------------------------------------------------------------
 def config_from_official_state_dict(
-    state_dict: Mapping[str, Tensor],
+    state_dict: convert.Checkpoint | Mapping[str, Any] | str | os.PathLike[str],
     num_attention_heads: int | None = None,
-    decoder_num_attention_heads: int = 16,
+    decoder_num_attention_heads: int | None = None,
     layer_norm_eps: float = 1e-6,
     **overrides: Any,
 ) -> ViTMAEConfig:
     """Builds a :class:`ViTMAEConfig` that fits an official MAE or timm ViT state dict.
 
-    Head counts are not stored in the weights: the encoder default is ``hidden_size // 64`` (true
-    for ViT-B/L/H), the decoder default 16 (the official decoders). The official models use
-    LayerNorm epsilon 1e-6.
+    Sizes are read from the weights. Head counts are not in the weights and are never guessed:
+    they come from the arguments, else from the checkpoint's hyper-parameters (``args.model``
+    of files saved by the official ``main_pretrain.py``, ``num_heads``/``decoder_num_heads`` of
+    Lightning checkpoints of ``ssl_mae.MAE``), else a ``ValueError`` asks for them. The decoder
+    count is only needed when the state dict holds a decoder (otherwise the config's default
+    decoder is built fresh). ``norm_pix_loss`` and ``mask_ratio`` are read from those
+    hyper-parameters too. The official models use LayerNorm epsilon 1e-6.
 
     Args:
-        state_dict: Official-layout state dict (or a checkpoint holding one).
-        num_attention_heads: Encoder heads; ``hidden_size // 64`` when None.
-        decoder_num_attention_heads: Decoder heads (used when the state dict has a decoder).
+        state_dict: Official-layout state dict, a checkpoint holding one, or its path.
+        num_attention_heads: Encoder heads.
+        decoder_num_attention_heads: Decoder heads.
         layer_norm_eps: LayerNorm epsilon.
         **overrides: Any other :class:`ViTMAEConfig` field.
+
+    Raises:
+        ValueError: When a needed head count is neither given nor stored in the checkpoint.
     """
-    info = convert.infer_official_architecture(convert.unwrap_checkpoint(state_dict))
-    hidden = info["embed_dim"]
+    checkpoint = convert.read_checkpoint(state_dict)
+    info = convert.infer_official_architecture(checkpoint.state_dict)
+    heads, decoder_heads = convert.checkpoint_head_counts(
+        checkpoint,
+        info,
+        num_attention_heads,
+        decoder_num_attention_heads,
+        names=("num_attention_heads", "decoder_num_attention_heads"),
+    )
     fields: dict[str, Any] = {
-        "hidden_size": hidden,
+        "hidden_size": info["embed_dim"],
         "num_hidden_layers": info["depth"],
-        "num_attention_heads": num_attention_heads or max(hidden // 64, 1),
+        "num_attention_heads": heads,
         "intermediate_size": info["mlp_hidden"],
         "image_size": info["grid_size"][0] * info["patch_size"],
         "patch_size": info["patch_size"],
         "num_channels": info["in_chans"],
         "qkv_bias": info["qkv_bias"],
         "layer_norm_eps": layer_norm_eps,
+        **convert.checkpoint_loss_options(checkpoint),
     }
     if "decoder_embed_dim" in info:
         fields.update(
             decoder_hidden_size=info["decoder_embed_dim"],
             decoder_num_hidden_layers=max(info["decoder_depth"], 1),
             decoder_intermediate_size=info["decoder_mlp_hidden"] or 4 * info["decoder_embed_dim"],
-            decoder_num_attention_heads=decoder_num_attention_heads,
         )
+    if decoder_heads is not None:
+        fields["decoder_num_attention_heads"] = decoder_heads
     fields.update(overrides)
     return ViTMAEConfig(**fields)
 
@@ -285,6 +365,59 @@ class ViTMAEPreTrainedModel(nn.Module):
     # --- subclasses say where the blocks are ---------------------------------------------------
     def _modules_for_official(self) -> tuple[MaskedVisionTransformer, MAEDecoder | None]:
         raise NotImplementedError
+
+    # --- transformers' model API ------------------------------------------------------------
+    def post_init(self) -> None:
+        """Initialises the weights and applies ``config.attn_implementation`` (subclasses call
+        it at the end of ``__init__``, as in transformers)."""
+        self.init_weights()
+        _set_attention(self, self.config.attn_implementation)
+
+    def init_weights(self) -> None:
+        """(Re-)initialises the weights as transformers' ViTMAE does, with
+        ``config.initializer_range``: N(0, std) linear layers, zero biases, unit LayerNorms, a
+        xavier-uniform patch projection, N(0, std) class and mask tokens; the position tables
+        keep their fixed 2-D sin-cos values. (``ssl_mae.MAE`` keeps the official MAE
+        initialisation.)"""
+        encoder, decoder = self._modules_for_official()
+        _init_hf_weights(self, self.config.initializer_range, encoder, decoder)
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding (a timm ``PatchEmbed``; its conv is ``.proj``)."""
+        encoder, _ = self._modules_for_official()
+        return cast(nn.Module, encoder.vit.patch_embed)
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Number of parameters, as transformers counts them.
+
+        Args:
+            only_trainable: Count only the parameters that require gradients (the fixed
+                position tables do not).
+            exclude_embeddings: Leave out ``nn.Embedding`` weights (this model has none).
+        """
+        embeddings = {
+            id(module.weight) for module in self.modules() if isinstance(module, nn.Embedding)
+        }
+        return sum(
+            parameter.numel()
+            for parameter in self.parameters()
+            if (parameter.requires_grad or not only_trainable)
+            and not (exclude_embeddings and id(parameter) in embeddings)
+        )
+
+    def _output_options(
+        self,
+        output_attentions: bool | None,
+        output_hidden_states: bool | None,
+        return_dict: bool | None,
+    ) -> tuple[bool, bool, bool]:
+        """Call arguments, with None meaning "as ``self.config`` says" (as in transformers)."""
+        config = self.config
+        return (
+            config.output_attentions if output_attentions is None else output_attentions,
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            config.use_return_dict if return_dict is None else return_dict,
+        )
 
     # --- official layout ----------------------------------------------------------------------
     def official_state_dict(self) -> dict[str, Tensor]:
@@ -363,7 +496,10 @@ class ViTMAEPreTrainedModel(nn.Module):
         Args:
             save_directory: Target directory (created if needed).
         """
-        self.config.save_pretrained(save_directory, architectures=[type(self).__name__])
+        config = copy.copy(self.config)
+        weight = next(self.parameters(), None)
+        config.dtype = None if weight is None else weight.dtype  # as transformers writes it
+        config.save_pretrained(save_directory, architectures=[type(self).__name__])
         save_state_dict_to_directory(self.hf_state_dict(), save_directory)
 
     @classmethod
@@ -375,6 +511,7 @@ class ViTMAEPreTrainedModel(nn.Module):
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
+        dtype: torch.dtype | str | None = "auto",
     ) -> _Model:
         """Loads a model saved in the Hugging Face layout, without ``transformers``.
 
@@ -387,6 +524,8 @@ class ViTMAEPreTrainedModel(nn.Module):
             revision: Hub revision.
             cache_dir: Hub cache directory.
             local_files_only: Do not try the network.
+            dtype: Floating dtype of the returned weights; ``"auto"`` (transformers' default)
+                takes ``config.dtype``, else the dtype of the saved weights; None keeps float32.
 
         Returns:
             The model in eval mode (as ``transformers`` returns it).
@@ -399,8 +538,17 @@ class ViTMAEPreTrainedModel(nn.Module):
         )
         if config is None:
             config = ViTMAEConfig.from_json_file(directory / CONFIG_NAME)
+        state_dict = load_state_dict_from_directory(directory)
         model = cls(config)
-        missing = model.load_hf_state_dict(load_state_dict_from_directory(directory), strict)
+        missing = model.load_hf_state_dict(state_dict, strict)
+        if dtype == "auto":
+            stored = next((v.dtype for v in state_dict.values() if v.is_floating_point()), None)
+            target = config.dtype or stored
+        else:
+            target = _as_dtype(dtype)
+        if target is not None:
+            model.to(target)
+            model.config.dtype = target
         if missing:
             warnings.warn(
                 f"{len(missing)} weight(s) were not in {str(pretrained_model_name_or_path)!r} "
@@ -426,6 +574,7 @@ class ViTMAEModel(ViTMAEPreTrainedModel):
     def __init__(self, config: ViTMAEConfig) -> None:
         super().__init__(config)
         self.encoder = _build_encoder(config)
+        self.post_init()
 
     def _modules_for_official(self) -> tuple[MaskedVisionTransformer, MAEDecoder | None]:
         return self.encoder, None
@@ -438,10 +587,10 @@ class ViTMAEModel(ViTMAEPreTrainedModel):
         self,
         pixel_values: Tensor,
         noise: Tensor | None = None,
-        interpolate_pos_encoding: bool = False,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        interpolate_pos_encoding: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> ViTMAEModelOutput | tuple[Any, ...]:
         """Masks ``config.mask_ratio`` of the patches and encodes the rest (the first half of
         the package's MAE step, :func:`ssl_mae.core.encode_visible`).
@@ -452,19 +601,25 @@ class ViTMAEModel(ViTMAEPreTrainedModel):
             noise: Optional (B, L) noise; the patches with the smallest noise are kept, so the
                 same noise gives the same mask as ``transformers``.
             interpolate_pos_encoding: Resize the position embedding for other image sizes.
-            output_attentions: Also return the attention probabilities of every block.
-            output_hidden_states: Also return the embedding output and every block's output.
-            return_dict: Return a :class:`ViTMAEModelOutput` (else its tuple of set fields).
+            output_attentions: Also return the attention probabilities of every block; None
+                follows ``config.output_attentions``.
+            output_hidden_states: Also return the embedding output and every block's output;
+                None follows ``config.output_hidden_states``.
+            return_dict: Return a :class:`ViTMAEModelOutput` (else its tuple of set fields);
+                None follows ``config.return_dict``.
 
         Returns:
             :class:`ViTMAEModelOutput`.
         """
+        output_attentions, output_hidden_states, return_dict = self._output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
         visible = encode_visible(
             self.encoder,
             pixel_values,
             self.config.mask_ratio,
             noise=noise,
-            interpolate_pos_encoding=interpolate_pos_encoding,
+            interpolate_pos_encoding=bool(interpolate_pos_encoding),
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             input_name="pixel_values",
@@ -505,6 +660,7 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
             "_core",
             MaskedAutoencoder(self.vit.encoder, self.decoder, self.loss_fn, config.mask_ratio),
         )
+        self.post_init()
 
     @property
     def masked_autoencoder(self) -> MaskedAutoencoder:
@@ -533,16 +689,18 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
         Args:
             checkpoint: Path, ``{"model": ...}`` or flat official state dict. Encoder-only
                 checkpoints need ``strict=False`` (the decoder is then freshly initialised).
-            config: Architecture; inferred from the weights when None (see
-                :func:`config_from_official_state_dict`, which takes ``config_kwargs``).
+            config: Architecture; read from the weights when None (see
+                :func:`config_from_official_state_dict`, which takes ``config_kwargs``: the
+                head counts ``num_attention_heads`` and ``decoder_num_attention_heads`` are
+                required unless the checkpoint's hyper-parameters give them).
             strict: Raise on missing/unexpected keys.
             **config_kwargs: Passed to :func:`config_from_official_state_dict`.
         """
-        state_dict = convert.unwrap_checkpoint(checkpoint)
+        read = convert.read_checkpoint(checkpoint)
         if config is None:
-            config = config_from_official_state_dict(state_dict, **config_kwargs)
+            config = config_from_official_state_dict(read, **config_kwargs)
         model = cls(config)
-        model.load_official_state_dict(state_dict, strict=strict)
+        model.load_official_state_dict(read.state_dict, strict=strict)
         return model
 
     @classmethod
@@ -557,7 +715,9 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
 
         Args:
             state_dict: timm ``VisionTransformer`` state dict (a classifier head is ignored).
-            config: Architecture; inferred from the weights when None.
+            config: Architecture; read from the weights when None, with
+                ``num_attention_heads`` from ``config_kwargs`` (timm state dicts do not hold
+                it).
             **config_kwargs: Passed to :func:`config_from_official_state_dict`.
         """
         flat = convert.unwrap_checkpoint(state_dict)
@@ -584,7 +744,9 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
             prefix: Prefix of the encoder in ``state_dict``, e.g. ``"backbone."``.
             decoder_prefix: Prefix of a Lightly ``MAEDecoderTIMM`` in ``state_dict`` (e.g.
                 ``"decoder."``) to load it too; None keeps a fresh decoder.
-            **config_kwargs: Passed to :func:`config_from_official_state_dict`.
+            **config_kwargs: Passed to :func:`config_from_official_state_dict`; when ``config``
+                is None they must give ``num_attention_heads`` (and, with ``decoder_prefix``,
+                ``decoder_num_attention_heads``), which Lightly state dicts do not hold.
         """
         encoder_state = convert.encoder_state_dict_from_lightly(state_dict, prefix=prefix)
         official = {k[len("vit.") :]: v for k, v in encoder_state.items() if k.startswith("vit.")}
@@ -674,10 +836,10 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
         self,
         pixel_values: Tensor,
         noise: Tensor | None = None,
-        interpolate_pos_encoding: bool = False,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        interpolate_pos_encoding: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> ViTMAEForPreTrainingOutput | tuple[Any, ...]:
         """Masks, encodes, decodes and computes the reconstruction loss: one call of the
         package's MAE step (:class:`~ssl_mae.MaskedAutoencoder`).
@@ -686,20 +848,26 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
             pixel_values: (B, C, H, W) images.
             noise: Optional (B, L) masking noise (see :meth:`ViTMAEModel.forward`).
             interpolate_pos_encoding: Resize the position embeddings for other image sizes.
-            output_attentions: Also return the encoder attention probabilities.
-            output_hidden_states: Also return the encoder hidden states.
-            return_dict: Return a :class:`ViTMAEForPreTrainingOutput` (else its tuple).
+            output_attentions: Also return the encoder attention probabilities; None follows
+                ``config.output_attentions``.
+            output_hidden_states: Also return the encoder hidden states; None follows
+                ``config.output_hidden_states``.
+            return_dict: Return a :class:`ViTMAEForPreTrainingOutput` (else its tuple); None
+                follows ``config.return_dict``.
 
         Returns:
             :class:`ViTMAEForPreTrainingOutput` with ``loss`` (scalar), ``logits``
             (B, L, p * p * C), ``mask`` (B, L), ``ids_restore`` (B, L), and optionally
             ``hidden_states`` and ``attentions``.
         """
+        output_attentions, output_hidden_states, return_dict = self._output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
         out = self.masked_autoencoder(
             pixel_values,
             self.config.mask_ratio,
             noise,
-            interpolate_pos_encoding=interpolate_pos_encoding,
+            interpolate_pos_encoding=bool(interpolate_pos_encoding),
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             input_name="pixel_values",

@@ -6,7 +6,8 @@ other names: the official MAE keys for ``MAE`` (``blocks.0.attn.qkv.weight``,
 ``decoder_embed.weight``), ``backbone.*`` for the HiViT pretrainer, ``encoder.*``/``decoder.*``
 for ``SimpleMAE``. :func:`install_layout` renames the keys on the way out of ``state_dict`` and
 back on the way into ``load_state_dict`` (which also accepts the internal ``core.*`` names), so
-every parameter exists once and every checkpoint format loads with plain ``load_state_dict``.
+every parameter exists once and every checkpoint format loads with plain ``load_state_dict``;
+missing and unexpected keys are reported under the published names too.
 """
 
 from __future__ import annotations
@@ -35,14 +36,28 @@ def install_layout(module: nn.Module, export_key: KeyMap, import_key: KeyMap) ->
     ) -> None:
         _rename(state_dict, prefix, export_key)
 
+    loading_prefixes: list[str] = []
+
     def import_(
         state_dict: MutableMapping[str, Any], prefix: str, *_args: Any, **_kwargs: Any
     ) -> None:
+        loading_prefixes.append(prefix)
         _rename(state_dict, prefix, import_key)
+
+    def report(_module: nn.Module, incompatible: Any) -> None:
+        # Missing and unexpected keys (and strict's error) in the published names the caller
+        # used, e.g. "decoder_embed.weight", not "model.decoder.decoder_embed.weight".
+        prefix = loading_prefixes.pop() if loading_prefixes else ""
+        for keys in (incompatible.missing_keys, incompatible.unexpected_keys):
+            keys[:] = [
+                prefix + export_key(key[len(prefix) :]) if key.startswith(prefix) else key
+                for key in keys
+            ]
 
     # The underscore hooks exist in every torch >= 2.1 (the public ones came later).
     module._register_state_dict_hook(export)  # type: ignore[no-untyped-call]
     module._register_load_state_dict_pre_hook(import_)  # type: ignore[no-untyped-call]
+    module.register_load_state_dict_post_hook(report)  # type: ignore[no-untyped-call]
 
 
 def _rename(state_dict: MutableMapping[str, Any], prefix: str, key_map: KeyMap) -> None:

@@ -31,8 +31,6 @@ from ssl_mae.training.module import TRAINING_OPTIONS, PretrainModule
 
 __all__ = ["MAE", "MAE_OPTIONS"]
 
-# Attention heads of the official encoders by width (heads do not show in the weights).
-_OFFICIAL_NUM_HEADS = {768: 12, 1024: 16, 1280: 16}
 #: ``MAE(**kwargs)``: the training options plus the two model-side options.
 MAE_OPTIONS: Mapping[str, Any] = {"mask_ratio": 0.75, "layer_norm_eps": None, **TRAINING_OPTIONS}
 _ENCODER = "model.encoder.vit."
@@ -468,33 +466,40 @@ class MAE(PretrainModule):
         cls,
         path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
         num_heads: int | None = None,
-        decoder_num_heads: int = 16,
+        decoder_num_heads: int | None = None,
         **kwargs: Any,
     ) -> MAE:
         """Builds an MAE whose architecture is read from an official checkpoint and loads it.
 
-        Head counts do not show in the weights: ``num_heads`` defaults to the official value
-        for the width (768 → 12, 1024 and 1280 → 16, else width / 64) and ``decoder_num_heads``
-        to 16. The norm layer is ``LayerNorm(eps=1e-6)`` as in the official models.
+        Head counts do not show in the weights, so they are never guessed: they come from the
+        arguments, else from the checkpoint's hyper-parameters (``args.model`` of files saved by
+        the official ``main_pretrain.py``, ``num_heads``/``decoder_num_heads`` of Lightning
+        checkpoints of this class), else a ``ValueError`` asks for them. ``norm_pix_loss`` and
+        ``mask_ratio`` are taken from those hyper-parameters too unless given. The norm layer
+        is ``LayerNorm(eps=1e-6)`` as in the official models.
 
         Args:
             path_or_state_dict: As in :meth:`load_official`; it must hold the decoder.
             num_heads: Encoder attention heads.
             decoder_num_heads: Decoder attention heads.
             **kwargs: Further ``MAE`` arguments (``norm_pix_loss``, training options).
+
+        Raises:
+            ValueError: For a checkpoint without decoder, or heads that nothing gives.
         """
-        state = convert.unwrap_checkpoint(path_or_state_dict)
-        arch = convert.infer_official_architecture(state)
+        checkpoint = convert.read_checkpoint(path_or_state_dict)
+        arch = convert.infer_official_architecture(checkpoint.state_dict)
         if "decoder_embed_dim" not in arch:
             raise ValueError(
                 "path_or_state_dict holds no decoder (no 'decoder_embed.weight'), so the MAE "
                 "architecture cannot be read from it; build the model (e.g. "
                 "mae_vit_base_patch16()) and call load_official(..., strict=False)"
             )
+        num_heads, decoder_heads = convert.checkpoint_head_counts(
+            checkpoint, arch, num_heads, decoder_num_heads
+        )
         grid_h = arch["grid_size"][0]  # official models are square
         embed_dim = arch["embed_dim"]
-        if num_heads is None:
-            num_heads = _OFFICIAL_NUM_HEADS.get(embed_dim, max(embed_dim // 64, 1))
         model = cls(
             img_size=grid_h * arch["patch_size"],
             patch_size=arch["patch_size"],
@@ -504,9 +509,9 @@ class MAE(PretrainModule):
             num_heads=num_heads,
             decoder_embed_dim=arch["decoder_embed_dim"],
             decoder_depth=arch["decoder_depth"],
-            decoder_num_heads=decoder_num_heads,
+            decoder_num_heads=cast(int, decoder_heads),  # required: the decoder is there
             mlp_ratio=arch["mlp_hidden"] / embed_dim,
-            **{"layer_norm_eps": 1e-6, **kwargs},
+            **{"layer_norm_eps": 1e-6, **convert.checkpoint_loss_options(checkpoint), **kwargs},
         )
-        model.load_official(state)
+        model.load_official(checkpoint.state_dict)
         return model

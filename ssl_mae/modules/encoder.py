@@ -11,6 +11,7 @@ interface. Both share one implementation of the token pipeline in :class:`Masked
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from typing import Any, NamedTuple, cast
 
@@ -299,12 +300,14 @@ class MaskedEncoderBase(nn.Module):
 
         Args:
             x: (B, P + h * w, D) tokens, prefix tokens first.
-            grid_size: Patch grid ``(h, w)``; the native grid when None.
+            grid_size: Patch grid ``(h, w)``. When None it is read off ``x``: the native grid
+                when ``x`` holds as many patches, else the square grid of its patch count (as
+                Lightly does for ``dynamic_img_size`` ViTs); the table is resized to it.
 
         Returns:
             (B, P + h * w, D) tokens.
         """
-        grid = self.grid_size if grid_size is None else grid_size
+        grid = self._grid_of_tokens(x) if grid_size is None else grid_size
         pos_embed = self.pos_embed_for_grid(grid)
         if pos_embed is not None:
             _, covers_prefix = self._pos_embed_param()
@@ -314,6 +317,21 @@ class MaskedEncoderBase(nn.Module):
                 num_prefix = self.num_prefix_tokens
                 x = torch.cat([x[:, :num_prefix], x[:, num_prefix:] + pos_embed], dim=1)
         return self._pos_drop(x)
+
+    def _grid_of_tokens(self, x: Tensor) -> tuple[int, int]:
+        """The patch grid of a full token sequence (B, P + L, D), for ``add_pos_embed``."""
+        check_tensor(x, "x", ndim=3, shape_doc="(B, P + L, D)")
+        num_patches = x.shape[1] - self.num_prefix_tokens
+        if num_patches == self.num_patches:
+            return self.grid_size
+        side = math.isqrt(max(num_patches, 0))
+        if num_patches < 1 or side * side != num_patches:
+            raise ValueError(
+                f"x holds {num_patches} patch tokens after the {self.num_prefix_tokens} prefix "
+                f"token(s): neither the native {self.grid_size[0]}x{self.grid_size[1]} grid nor a "
+                "square one; pass grid_size=(h, w)"
+            )
+        return side, side
 
     def preprocess(
         self,
@@ -335,7 +353,8 @@ class MaskedEncoderBase(nn.Module):
             (B, K_keep or P + L, D) tokens.
         """
         if idx_mask is not None and mask is not None:
-            raise ValueError("idx_mask and mask cannot both be set; pass one of them")
+            # Lightly's exact text: callers match on it.
+            raise ValueError("idx_mask and mask cannot both be set at the same time.")
         grid = self.check_images(images)
         tokens = self._patch_tokens(images)
         tokens = self.prepend_prefix_tokens(tokens)
@@ -511,20 +530,20 @@ def _is_torchvision_vit(model: nn.Module) -> bool:
 class MaskedVisionTransformer(MaskedEncoderBase):
     """Masked encoder over a timm ``VisionTransformer``.
 
-    A drop-in for Lightly's ``MaskedVisionTransformerTIMM``: same arguments, same state-dict keys
-    (``vit.*`` and ``mask_token``). Supports class token on/off, register tokens, ``in_chans`` other
-    than 3, non-square images and other image sizes (the position embedding is resized
-    bicubically).
+    A drop-in for Lightly's ``MaskedVisionTransformerTIMM``: same arguments in the same positional
+    order, same state-dict keys (``vit.*`` and ``mask_token``). Supports class token on/off,
+    register tokens, ``in_chans`` other than 3, non-square images and other image sizes (the
+    position embedding is resized bicubically).
 
     Args:
         vit: The timm ``VisionTransformer`` to wrap; its parameters are used as they are.
         mask_token: (1, 1, D) mask token to use; a zero-initialised one is created when None.
         weight_initialization: ``""`` applies the MAE initialisation (xavier-uniform linear and
             patch projection, N(0, 0.02) class/register tokens), ``"skip"`` keeps the weights.
+        antialias: Antialias when resizing the position embedding.
         pos_embed_initialization: ``"sincos"`` fills the position embedding with the fixed 2-D
             sin-cos embedding and freezes it, ``"learn"`` re-initialises it as a learnable
             N(0, 0.02) parameter, ``"skip"`` leaves it unchanged (e.g. for pretrained weights).
-        antialias: Antialias when resizing the position embedding.
         use_mask_token: Create a mask token. MAE only drops tokens (``idx_keep``), so models set
             this to False to avoid a parameter that never receives a gradient (which would force
             DDP's ``find_unused_parameters=True``).
@@ -537,8 +556,8 @@ class MaskedVisionTransformer(MaskedEncoderBase):
         vit: nn.Module,
         mask_token: nn.Parameter | None = None,
         weight_initialization: str = "",
-        pos_embed_initialization: str = "sincos",
         antialias: bool = True,
+        pos_embed_initialization: str = "sincos",
         use_mask_token: bool = True,
     ) -> None:
         super().__init__()
@@ -679,8 +698,8 @@ class MaskedVisionTransformerTorchvision(MaskedEncoderBase):
         vit: The torchvision ``VisionTransformer``.
         mask_token: Optional (1, 1, D) mask token.
         weight_initialization: ``""`` (MAE initialisation) or ``"skip"``.
-        pos_embed_initialization: ``"sincos"``, ``"learn"`` or ``"skip"``.
         antialias: Antialias when resizing the position embedding.
+        pos_embed_initialization: ``"sincos"``, ``"learn"`` or ``"skip"``.
         use_mask_token: Create a mask token (see :class:`MaskedVisionTransformer`).
     """
 
@@ -691,8 +710,8 @@ class MaskedVisionTransformerTorchvision(MaskedEncoderBase):
         vit: nn.Module,
         mask_token: nn.Parameter | None = None,
         weight_initialization: str = "",
-        pos_embed_initialization: str = "sincos",
         antialias: bool = True,
+        pos_embed_initialization: str = "sincos",
         use_mask_token: bool = True,
     ) -> None:
         super().__init__()
