@@ -188,9 +188,9 @@ _PRESETS: tuple[PretrainPreset, ...] = (
     PretrainPreset(
         "mae_crossmae_micro_patch7", "mae_variant",
         _vit(**_MICRO7, decoder="cross", decoder_embed_dim=64, decoder_depth=2,
-             decoder_num_heads=4, decode_ratio=0.25, encoder_layers=(2, 4)),
+             decoder_num_heads=4, decode_ratio=0.25, encoder_layers=(2, -1)),
         "CrossMAE on the mae_vit_micro_patch7 encoder: 2 cross-attention blocks reading "
-        "encoder blocks 2 and 4, decoding 25% of the masked patches",
+        "encoder block 2 and the encoder output, decoding 25% of the masked patches",
     ),
     PretrainPreset(
         "mae_crossmae_base_patch16", "mae_variant",

@@ -113,6 +113,9 @@ class CrossAttentionBlock(nn.Module):
         return x + cast(Tensor, self.mlp(self.norm2(x)))
 
 
+_OUTPUT = -1  # encoder_layers entry for the encoder output (after the encoder's final norm)
+
+
 def _check_encoder_layers(
     encoder_layers: Sequence[int] | None, decoder_depth: int
 ) -> tuple[int, ...] | None:
@@ -120,13 +123,15 @@ def _check_encoder_layers(
         return None
     layers = tuple(encoder_layers)
     if len(layers) != decoder_depth or not all(
-        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers
+        isinstance(i, int) and not isinstance(i, bool) and i >= _OUTPUT for i in layers
     ):
         raise ValueError(
-            f"encoder_layers must be None or {decoder_depth} (decoder_depth) ints >= 0, one "
-            f"encoder hidden-state index per decoder block, got {encoder_layers!r}"
+            f"encoder_layers must be None or {decoder_depth} (decoder_depth) ints >= -1, one "
+            f"encoder hidden-state index (-1: the encoder output) per decoder block, got "
+            f"{encoder_layers!r}"
         )
-    return layers
+    # Only the encoder output: no hidden states needed.
+    return None if all(layer == _OUTPUT for layer in layers) else layers
 
 
 class CrossMAEDecoder(MaskedDecoderBase):
@@ -141,11 +146,13 @@ class CrossMAEDecoder(MaskedDecoderBase):
     :meth:`predict_all`).
 
     With ``encoder_layers``, decoder block j reads encoder hidden state ``encoder_layers[j]``
-    (0 = the embedded tokens before the first encoder block, i = the output of block i),
-    normalised by a LayerNorm of its own and projected by the shared ``decoder_embed``;
-    :class:`~ssl_mae.MaskedAutoencoder` then asks the encoder for its hidden states. CrossMAE
-    also learns weighted mixes of encoder layers; choosing one layer per block is its simplest
-    form.
+    (0 = the embedded tokens before the first encoder block, i = the output of block i,
+    normalised by a LayerNorm of the decoder's own; -1 = the encoder output, after the
+    encoder's final norm), projected by the shared ``decoder_embed``;
+    :class:`~ssl_mae.MaskedAutoencoder` then asks the encoder for its hidden states. Give the
+    last layer as -1 rather than its index: then the encoder's final norm stays in use (and
+    trained). CrossMAE also learns weighted mixes of encoder layers; choosing one layer per
+    block is its simplest form.
 
     Args:
         num_patches: Number of patch tokens L of the full image.
@@ -167,7 +174,7 @@ class CrossMAEDecoder(MaskedDecoderBase):
         act_layer: Activation of the MLPs.
         target_dim: Prediction width T per patch; ``p * p * C`` (pixels) when None.
         encoder_layers: None (every block reads the encoder output) or one encoder
-            hidden-state index per decoder block.
+            hidden-state index per decoder block (-1 for the encoder output).
     """
 
     encoder_layers: tuple[int, ...] | None
@@ -208,7 +215,10 @@ class CrossMAEDecoder(MaskedDecoderBase):
         self.encoder_layers = _check_encoder_layers(encoder_layers, decoder_depth)
         # One norm per encoder layer read (CrossMAE normalises each feature map it uses).
         self.memory_norms = nn.ModuleDict(
-            {str(layer): norm_layer(embed_dim) for layer in sorted(set(self.encoder_layers or ()))}
+            {
+                str(layer): norm_layer(embed_dim)
+                for layer in sorted(set(self.encoder_layers or ()) - {_OUTPUT})
+            }
         )
         self.decoder_blocks = nn.ModuleList(
             CrossAttentionBlock(
@@ -246,6 +256,9 @@ class CrossMAEDecoder(MaskedDecoderBase):
             )
         by_layer: dict[int, Tensor] = {}
         for layer in sorted(set(self.encoder_layers)):
+            if layer == _OUTPUT:
+                by_layer[layer] = self.embed(x_encoded) + keep_pos
+                continue
             state = hidden_states[layer]
             if state.shape != x_encoded.shape:
                 raise ValueError(
