@@ -454,8 +454,8 @@ def test_pretrain_a_variant_from_the_command_line(tmp_path: Path) -> None:
     out_dir = tmp_path / "run"
     argv = ["pretrain", "--preset", "mae_crossmae_micro_patch7", "--limit-train-images", "32",
             "--limit-test-images", "16", "--batch-size", "16", "--epochs", "1", "--no-knn",
-            "--no-progress", "--logger", "none", "--accelerator", "cpu", "--devices", "1"]  # fmt: skip
-    argv += ["--output-dir", str(out_dir)]
+            "--no-progress", "--logger", "none", "--accelerator", "cpu"]  # fmt: skip
+    argv += ["--devices", "1", "--output-dir", str(out_dir)]
     assert main(argv) == 0
     checkpoint = torch.load(out_dir / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["preset"] == "mae_crossmae_micro_patch7"
