@@ -540,6 +540,11 @@ def random_block_grid_mask(
     split to meet the count (its patches with the larger noise are masked). With
     ``block_size=1`` this is :func:`random_grid_mask` for the same noise.
 
+    ``idx_mask`` is ordered by ascending patch noise (not block by block), so that a core that
+    decodes only its first entries (``decode_ratio < 1``) picks masked patches across the
+    image. The top-left patch of a masked block, whose noise also ranks the block, comes
+    somewhat later in that order on average.
+
     Args:
         batch_size: Number of images B.
         grid_size: Patch grid ``(h, w)``.
@@ -588,9 +593,13 @@ def random_block_grid_mask(
     # Lexicographic sort by (block noise, patch noise): two stable sorts, the minor key first.
     order = torch.argsort(noise, dim=1, stable=True)
     by_block = torch.argsort(torch.gather(block_noise, 1, order), dim=1, stable=True)
-    order = torch.gather(order, 1, by_block) + num_prefix_tokens
-    idx_keep = order[:, :num_keep]
-    idx_mask = order[:, num_keep:]
+    order = torch.gather(order, 1, by_block)
+    idx_keep = order[:, :num_keep] + num_prefix_tokens
+    # The core may decode only the first masked entries: order them by patch noise, not by
+    # block, so that a partial decoding picks masked patches all over the image.
+    masked = order[:, num_keep:]
+    masked = torch.gather(masked, 1, torch.argsort(torch.gather(noise, 1, masked), dim=1))
+    idx_mask = masked + num_prefix_tokens
     if num_prefix_tokens:
         prefix = torch.arange(num_prefix_tokens, device=order.device)
         idx_keep = torch.cat([prefix.expand(batch_size, -1), idx_keep], dim=1)

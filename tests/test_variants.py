@@ -460,3 +460,11 @@ def test_pretrain_a_variant_from_the_command_line(tmp_path: Path) -> None:
     checkpoint = torch.load(out_dir / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["preset"] == "mae_crossmae_micro_patch7"
     assert isinstance(pretrain_module_from_checkpoint(checkpoint).model.decoder, CrossMAEDecoder)
+
+
+def test_block_mask_lists_masked_patches_in_patch_noise_order() -> None:
+    # A partial decoding takes the first masked entries: they must not be whole blocks.
+    noise = torch.rand(4, 49)
+    _, idx_mask = random_block_grid_mask(4, (7, 7), 1, 0.75, block_size=2, noise=noise)
+    mask_noise = torch.gather(noise, 1, idx_mask - 1)
+    assert bool((mask_noise[:, 1:] >= mask_noise[:, :-1]).all())
