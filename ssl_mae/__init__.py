@@ -22,6 +22,9 @@ _EXPORTS: dict[str, str] = {
     "MAE": "ssl_mae.models.mae",
     "MAE_PRESETS": "ssl_mae.models.presets",
     "BatchedMAEAugment": "ssl_mae.transforms",
+    "BlockMasking": "ssl_mae.masking",
+    "CrossMAEDecoder": "ssl_mae.modules.cross_decoder",
+    "HOGTarget": "ssl_mae.targets",
     "HiViT": "ssl_mae.models.hivit.backbone",
     "HiViTMAEForPreTraining": "ssl_mae.models.hivit.pretraining",
     "MAEDecoder": "ssl_mae.modules.decoder",
@@ -61,6 +64,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing of this runs
     from ssl_mae.core import MAEOutput, MaskedAutoencoder
     from ssl_mae.loss import MAELoss, PixelTarget
     from ssl_mae.masking import (
+        BlockMasking,
         get_at_index,
         mask_at_index,
         patchify,
@@ -76,9 +80,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing of this runs
     from ssl_mae.models.mae import MAE
     from ssl_mae.models.presets import HIVIT_MAE_PRESETS, MAE_PRESETS, build_mae
     from ssl_mae.models.simple_mae import SimpleMAE
+    from ssl_mae.modules.cross_decoder import CrossMAEDecoder
     from ssl_mae.modules.decoder import MAEDecoder
     from ssl_mae.modules.encoder import MaskedVisionTransformer, MaskedVisionTransformerTorchvision
     from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
+    from ssl_mae.targets import HOGTarget
     from ssl_mae.training.module import PretrainModule
     from ssl_mae.transforms import (
         FASHION_MNIST_NORMALIZE,

@@ -20,14 +20,19 @@ arguments, so variants (block masking, HOG targets, partial decoding) are additi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from ssl_mae._validation import check_images, check_mask_ratio, check_tensor
 from ssl_mae.loss import MAELoss, PixelTarget
-from ssl_mae.masking import TokenMasking, official_masks, random_grid_mask
+from ssl_mae.masking import (
+    TokenMasking,
+    num_patches_to_decode,
+    official_masks,
+    random_grid_mask,
+)
 
 __all__ = [
     "MAEOutput",
@@ -76,6 +81,11 @@ class MaskedDecoder(Protocol):
     the official ``ids_restore``; ``predict_at`` returns (B, K, T) predictions for the masked
     positions ``idx_decode`` only. ``grid_size`` is passed when the images are not of the
     native size.
+
+    A decoder that reads intermediate encoder layers (CrossMAE's
+    :class:`~ssl_mae.modules.CrossMAEDecoder`) says so with a non-empty ``encoder_layers``
+    attribute; the core then asks the encoder for its hidden states and passes them to both
+    methods as ``hidden_states=`` (the embedding output and every block's output).
     """
 
     def predict_all(
@@ -146,6 +156,11 @@ def _check_decode_ratio(value: float) -> float:
 def _weight_dtype(module: nn.Module) -> torch.dtype | None:
     parameter = next(module.parameters(), None)
     return None if parameter is None else parameter.dtype
+
+
+def _reads_encoder_layers(decoder: nn.Module) -> bool:
+    """Whether a decoder wants the encoder's hidden states (a non-empty ``encoder_layers``)."""
+    return bool(getattr(decoder, "encoder_layers", None))
 
 
 def encode_visible(
@@ -278,6 +293,12 @@ class MaskedAutoencoder(nn.Module):
                 raise TypeError(f"{name} must be an nn.Module or None, got {type(module).__name__}")
         if masking is not None and not callable(masking):
             raise TypeError(f"masking must be callable or None, got {masking!r}")
+        if _reads_encoder_layers(decoder) and not hasattr(encoder, "encode_with_states"):
+            raise TypeError(
+                f"decoder reads encoder layers (encoder_layers="
+                f"{getattr(decoder, 'encoder_layers', None)!r}) but {type(encoder).__name__} "
+                "has no encode_with_states; use a ViT wrapper or encoder_layers=None"
+            )
         self.encoder = encoder
         self.decoder = decoder
         self.loss = loss if loss is not None else MAELoss()
@@ -326,6 +347,7 @@ class MaskedAutoencoder(nn.Module):
         Returns:
             :class:`MAEOutput`.
         """
+        reads_layers = _reads_encoder_layers(self.decoder)
         visible = encode_visible(
             self.encoder,
             images,
@@ -334,7 +356,7 @@ class MaskedAutoencoder(nn.Module):
             noise=noise,
             generator=generator,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
+            output_hidden_states=output_hidden_states or reads_layers,
             output_attentions=output_attentions,
             input_name=input_name,
         )
@@ -342,12 +364,16 @@ class MaskedAutoencoder(nn.Module):
         share = _check_decode_ratio(share)
         grid = None if visible.grid_size == tuple(self.encoder.grid_size) else visible.grid_size
         target = self.target(images)
+        # Decoders that read encoder layers also get the hidden states (CrossMAE).
+        states: dict[str, Any] = {"hidden_states": visible.hidden_states} if reads_layers else {}
         if share == 1.0:
             idx_decode = visible.idx_mask
-            pred = self.decoder.predict_all(visible.latent, visible.ids_restore, grid_size=grid)
+            pred = self.decoder.predict_all(
+                visible.latent, visible.ids_restore, grid_size=grid, **states
+            )
             loss_mask = visible.mask
         else:
-            idx_decode, pred, loss_mask = self._predict_share(visible, share, target, grid)
+            idx_decode, pred, loss_mask = self._predict_share(visible, share, grid, states)
         loss = self.loss(pred, target, loss_mask)
         return MAEOutput(
             **vars(visible), loss=loss, pred=pred, target=target, idx_decode=idx_decode
@@ -357,15 +383,16 @@ class MaskedAutoencoder(nn.Module):
         self,
         visible: VisibleEncoding,
         share: float,
-        target: Tensor,
         grid: tuple[int, int] | None,
+        states: dict[str, Any],
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Decodes the first ``share`` of the (randomly ordered) masked tokens; returns their
         positions, predictions scattered into a (B, L, T) zero tensor, and the loss mask."""
-        num_masked = visible.idx_mask.shape[1]
-        num_decode = min(num_masked, max(1, round(share * num_masked)))
+        num_decode = num_patches_to_decode(visible.idx_mask.shape[1], share)
         idx_decode = visible.idx_mask[:, :num_decode]
-        subset = self.decoder.predict_at(visible.latent, visible.idx_keep, idx_decode, grid)
+        subset = self.decoder.predict_at(
+            visible.latent, visible.idx_keep, idx_decode, grid, **states
+        )
         patches = idx_decode - self.encoder.num_prefix_tokens
         pred = subset.new_zeros(*visible.mask.shape, subset.shape[-1])
         pred = pred.scatter(1, patches.unsqueeze(-1).expand(-1, -1, subset.shape[-1]), subset)

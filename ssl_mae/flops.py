@@ -6,13 +6,14 @@ image analytically, :func:`device_peak_flops` looks up the dense 16-bit peak of 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ssl_mae._validation import as_device, check_mask_ratio, check_positive_int, to_2tuple
-from ssl_mae.masking import num_patches_to_keep
+from ssl_mae.masking import num_patches_to_decode, num_patches_to_keep
 
 __all__ = ["MAEFlops", "device_peak_flops", "flops_per_image", "mae_flops"]
 
@@ -25,9 +26,11 @@ class MAEFlops:
     Attributes:
         patch_embed: Patch projection of all L patches.
         encoder: Encoder blocks on the P + K visible tokens (prefix + kept patches).
-        decoder_embed: Projection of the encoder output to the decoder width.
-        decoder: Decoder blocks on all P + L tokens.
-        prediction: Pixel prediction head.
+        decoder_embed: Projection of the encoder output (of each encoder layer a CrossMAE
+            decoder reads) to the decoder width.
+        decoder: Decoder blocks: MAE's on all P + L tokens (P + K + K_dec with partial
+            decoding), CrossMAE's K_dec (or L) queries attending to the P + K visible tokens.
+        prediction: Prediction head on the decoded patches.
     """
 
     patch_embed: float
@@ -58,6 +61,19 @@ def _block_flops(tokens: int, dim: int, mlp_ratio: float) -> float:
     return float(qkv + scores_and_mix + proj + mlp)
 
 
+def _cross_block_flops(queries: int, memory: int, dim: int, mlp_ratio: float) -> float:
+    """Forward FLOPs of one CrossMAE block: ``queries`` tokens attend to ``memory`` tokens."""
+    hidden = int(dim * mlp_ratio)
+    q_and_proj = 2 * 2 * queries * dim * dim
+    key_value = 2 * memory * dim * 2 * dim
+    scores_and_mix = 2 * 2 * queries * memory * dim
+    mlp = 2 * 2 * queries * dim * hidden
+    return float(q_and_proj + key_value + scores_and_mix + mlp)
+
+
+_DECODERS = ("mae", "cross")
+
+
 def mae_flops(
     img_size: int | tuple[int, int] = 224,
     patch_size: int = 16,
@@ -70,14 +86,26 @@ def mae_flops(
     mlp_ratio: float = 4.0,
     num_prefix_tokens: int = 1,
     predict_all: bool = True,
+    *,
+    decode_ratio: float = 1.0,
+    decoder: str = "mae",
+    encoder_layers: Sequence[int] | None = None,
+    target_dim: int | None = None,
 ) -> MAEFlops:
     """Analytic matmul FLOPs of one MAE image, split by part.
 
     Counts the matrix products only (linear layers, attention scores and mixing, patch
     projection); norms, activations and softmax add well under 1 %. The encoder runs on the
-    prefix tokens plus the ``int(L * (1 - mask_ratio))`` kept patches, the decoder on all
+    prefix tokens plus the ``int(L * (1 - mask_ratio))`` kept patches, the MAE decoder on all
     ``P + L`` tokens. For ViT-B/16 at 224 px with an 8 x 512 decoder the training step costs
     58.7 GFLOP per image (``mae_flops().train``).
+
+    The decoder is counted as :class:`~ssl_mae.MaskedAutoencoder` runs it: with
+    ``decode_ratio < 1`` only ``K_dec`` masked patches are decoded
+    (:func:`~ssl_mae.masking.num_patches_to_decode`), by ``predict_at``: the MAE decoder on the
+    ``P + K + K_dec`` tokens, the CrossMAE decoder (``decoder="cross"``) with ``K_dec`` queries
+    attending to the ``P + K`` visible tokens; with ``decode_ratio=1`` ``predict_all`` runs
+    (CrossMAE: one query per patch).
 
     Args:
         img_size: Image size, int or (height, width).
@@ -91,7 +119,14 @@ def mae_flops(
         mlp_ratio: MLP hidden size ratio of all blocks.
         num_prefix_tokens: Class/register tokens in front of the patches.
         predict_all: The prediction head runs on all L patches (official MAE, ``ssl_mae.MAE``);
-            False: only on the masked ones (``MAEDecoder.predict_masked``, Lightly).
+            False: only on the masked ones (``MAEDecoder.predict_masked``, Lightly). Only for
+            the MAE decoder with ``decode_ratio=1``.
+        decode_ratio: Share of the masked patches decoded, in (0, 1].
+        decoder: ``"mae"`` (:class:`~ssl_mae.modules.MAEDecoder`) or ``"cross"``
+            (:class:`~ssl_mae.modules.CrossMAEDecoder`).
+        encoder_layers: The CrossMAE decoder's ``encoder_layers``: each distinct layer is
+            projected to the decoder width once.
+        target_dim: Prediction width per patch; ``patch_size**2 * in_chans`` when None.
 
     Returns:
         :class:`MAEFlops`; ``.train`` is the training-step count used for MFU.
@@ -117,19 +152,37 @@ def mae_flops(
         raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
     if not mlp_ratio > 0:
         raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
+    if isinstance(decode_ratio, bool) or not isinstance(decode_ratio, (int, float)):
+        raise TypeError(f"decode_ratio must be a float in (0, 1], got {decode_ratio!r}")
+    if not 0.0 < decode_ratio <= 1.0:
+        raise ValueError(f"decode_ratio must be in (0, 1], got {decode_ratio!r}")
+    if decoder not in _DECODERS:
+        raise ValueError(f"decoder must be one of {list(_DECODERS)}, got {decoder!r}")
 
     num_patches = (height // patch_size) * (width // patch_size)
     num_keep = num_patches_to_keep(num_patches, mask_ratio)
     pixels = patch_size * patch_size * in_chans
+    out_dim = pixels if target_dim is None else check_positive_int(target_dim, "target_dim")
     encoder_tokens = num_prefix_tokens + num_keep
-    decoder_tokens = num_prefix_tokens + num_patches
-    predicted = num_patches if predict_all else num_patches - num_keep
+    if decode_ratio < 1.0:  # predict_at on a share of the masked patches
+        predicted = num_patches_to_decode(num_patches - num_keep, decode_ratio)
+        decoder_tokens = encoder_tokens + predicted
+    else:  # predict_all
+        predicted = num_patches if predict_all or decoder == "cross" else num_patches - num_keep
+        decoder_tokens = num_prefix_tokens + num_patches
+    if decoder == "cross":
+        memories = len(set(encoder_layers)) if encoder_layers else 1
+        decoder_embed = memories * 2 * encoder_tokens * embed_dim * decoder_embed_dim
+        blocks = _cross_block_flops(predicted, encoder_tokens, decoder_embed_dim, mlp_ratio)
+    else:
+        decoder_embed = 2 * encoder_tokens * embed_dim * decoder_embed_dim
+        blocks = _block_flops(decoder_tokens, decoder_embed_dim, mlp_ratio)
     return MAEFlops(
         patch_embed=float(2 * num_patches * pixels * embed_dim),
         encoder=depth * _block_flops(encoder_tokens, embed_dim, mlp_ratio),
-        decoder_embed=float(2 * encoder_tokens * embed_dim * decoder_embed_dim),
-        decoder=decoder_depth * _block_flops(decoder_tokens, decoder_embed_dim, mlp_ratio),
-        prediction=float(2 * predicted * decoder_embed_dim * pixels),
+        decoder_embed=float(decoder_embed),
+        decoder=decoder_depth * blocks,
+        prediction=float(2 * predicted * decoder_embed_dim * out_dim),
     )
 
 

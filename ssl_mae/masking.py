@@ -30,13 +30,16 @@ from ssl_mae._validation import (
 )
 
 __all__ = [
+    "BlockMasking",
     "TokenMasking",
     "get_at_index",
     "mask_at_index",
+    "num_patches_to_decode",
     "num_patches_to_keep",
     "official_masks",
     "patchify",
     "prepend_class_token",
+    "random_block_grid_mask",
     "random_grid_mask",
     "random_masking",
     "random_token_mask",
@@ -518,3 +521,140 @@ def unpatchify(
     x = patches.reshape(batch_size, grid_h, grid_w, patch_size, patch_size, channels)
     x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, q)
     return x.reshape(batch_size, channels, grid_h * patch_size, grid_w * patch_size)
+
+
+def num_patches_to_decode(num_masked: int, decode_ratio: float) -> int:
+    """Number of masked patches decoded for a share ``decode_ratio`` of ``num_masked``.
+
+    ``round(decode_ratio * num_masked)``, at least one (when anything is masked) and at most
+    ``num_masked``; :class:`~ssl_mae.MaskedAutoencoder` and :mod:`ssl_mae.flops` both use it.
+    """
+    return min(num_masked, max(1, round(decode_ratio * num_masked)))
+
+
+def random_block_grid_mask(
+    batch_size: int,
+    grid_size: tuple[int, int],
+    num_prefix_tokens: int,
+    mask_ratio: float,
+    *,
+    block_size: int = 2,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Masks whole ``block_size x block_size`` groups of patches (Pixio-style block masking).
+
+    The patch grid is cut into blocks aligned at the top-left corner (blocks on the bottom and
+    right edges are smaller when ``block_size`` does not divide the grid). Each block takes the
+    noise of its top-left patch, so the block order is uniformly random; patches are sorted by
+    their block's noise, then by their own noise, and the first ``int(L * (1 - mask_ratio))``
+    stay visible. The masked count is therefore exactly that of :func:`random_grid_mask` for
+    the same ratio: every block is masked or kept as a whole, except at most one block that is
+    split to meet the count (its patches with the larger noise are masked). With
+    ``block_size=1`` this is :func:`random_grid_mask` for the same noise.
+
+    ``idx_mask`` is ordered by ascending patch noise (not block by block), so that a core that
+    decodes only its first entries (``decode_ratio < 1``) picks masked patches across the
+    image. The top-left patch of a masked block, whose noise also ranks the block, comes
+    somewhat later in that order on average.
+
+    Args:
+        batch_size: Number of images B.
+        grid_size: Patch grid ``(h, w)``.
+        num_prefix_tokens: Prefix tokens P, always kept and first in ``idx_keep``.
+        mask_ratio: Fraction of the ``h * w`` patches to mask, in [0, 1).
+        block_size: Side k of the square blocks, in patches.
+        device: Device of the indices (ignored when ``noise`` is given).
+        generator: Random generator for reproducible masks (noise is drawn on its device).
+        noise: Optional (B, h * w) patch noise; the same noise always gives the same masks.
+
+    Returns:
+        ``(idx_keep, idx_mask)`` of shapes (B, P + K_keep) and (B, h * w - K_keep), int64
+        positions over the full sequence, as from :func:`random_token_mask`.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int >= 0, got {batch_size!r}")
+    if batch_size < 0:
+        raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
+    grid_h, grid_w = to_2tuple(grid_size, "grid_size")
+    block_size = check_positive_int(block_size, "block_size")
+    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
+        raise TypeError(f"num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}")
+    if num_prefix_tokens < 0:
+        raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
+    mask_ratio = check_mask_ratio(mask_ratio)
+    num_patches = grid_h * grid_w
+    num_keep = num_patches_to_keep(num_patches, mask_ratio)
+    if num_prefix_tokens + num_keep == 0:
+        raise ValueError(
+            f"mask_ratio={mask_ratio} keeps no token at all for {num_patches} patches and no "
+            "prefix token; lower mask_ratio"
+        )
+    if noise is None:
+        draw_on = device if generator is None else generator.device
+        noise = torch.rand(batch_size, num_patches, device=draw_on, generator=generator)
+        if device is not None:
+            noise = noise.to(device)
+    else:
+        _check_noise(noise, batch_size, num_patches, "h * w")
+
+    # Patch index of the top-left patch of every patch's block, in row-major patch order.
+    rows = torch.arange(grid_h, device=noise.device) // block_size * block_size
+    cols = torch.arange(grid_w, device=noise.device) // block_size * block_size
+    anchor = (rows[:, None] * grid_w + cols[None, :]).flatten()
+    block_noise = noise[:, anchor]
+    # Lexicographic sort by (block noise, patch noise): two stable sorts, the minor key first.
+    order = torch.argsort(noise, dim=1, stable=True)
+    by_block = torch.argsort(torch.gather(block_noise, 1, order), dim=1, stable=True)
+    order = torch.gather(order, 1, by_block)
+    idx_keep = order[:, :num_keep] + num_prefix_tokens
+    # The core may decode only the first masked entries: order them by patch noise, not by
+    # block, so that a partial decoding picks masked patches all over the image.
+    masked = order[:, num_keep:]
+    masked = torch.gather(masked, 1, torch.argsort(torch.gather(noise, 1, masked), dim=1))
+    idx_mask = masked + num_prefix_tokens
+    if num_prefix_tokens:
+        prefix = torch.arange(num_prefix_tokens, device=order.device)
+        idx_keep = torch.cat([prefix.expand(batch_size, -1), idx_keep], dim=1)
+    return idx_keep, idx_mask
+
+
+class BlockMasking:
+    """A :class:`TokenMasking` that masks whole ``block_size x block_size`` groups of patches.
+
+    Pass it to the core, ``MaskedAutoencoder(..., masking=BlockMasking(2))``; every call is
+    :func:`random_block_grid_mask` with this block size.
+
+    Args:
+        block_size: Side k of the square blocks, in patches.
+    """
+
+    def __init__(self, block_size: int = 2) -> None:
+        self.block_size = check_positive_int(block_size, "block_size")
+
+    def __repr__(self) -> str:
+        return f"BlockMasking(block_size={self.block_size})"
+
+    def __call__(
+        self,
+        batch_size: int,
+        grid_size: tuple[int, int],
+        num_prefix_tokens: int,
+        mask_ratio: float,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Draws the masks; see :func:`random_block_grid_mask`."""
+        return random_block_grid_mask(
+            batch_size,
+            grid_size,
+            num_prefix_tokens,
+            mask_ratio,
+            block_size=self.block_size,
+            device=device,
+            generator=generator,
+            noise=noise,
+        )

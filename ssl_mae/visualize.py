@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ssl_mae._validation import check_mask_ratio, check_tensor
 from ssl_mae.core import as_masked_autoencoder
-from ssl_mae.loss import MAELoss
+from ssl_mae.loss import MAELoss, PixelTarget
 from ssl_mae.masking import patchify, unpatchify
 
 __all__ = ["Reconstruction", "denormalize", "reconstruct", "save_reconstruction_grid"]
@@ -65,7 +65,8 @@ def reconstruct(
     ``MAE``, ``ViTMAEForPreTraining``, ``HiViTMAEForPreTraining``, ``SimpleMAE`` and a
     ``PretrainModule`` around one): one call of its core, decoding every patch. Norm-pix models
     (``MAELoss(norm_pix=True)``) are mapped back to pixels. The model runs in eval mode; its mode
-    is restored afterwards.
+    is restored afterwards. Models that predict something other than pixels (e.g. a
+    :class:`~ssl_mae.targets.HOGTarget`) have no reconstruction to show and are refused.
 
     Args:
         images: (B, C, H, W) model inputs (normalised as in training).
@@ -78,6 +79,12 @@ def reconstruct(
         :class:`Reconstruction` with tensors on the images' device.
     """
     core = as_masked_autoencoder(model)
+    if not isinstance(core.target, PixelTarget):
+        raise ValueError(
+            f"reconstruct shows predicted pixels, but this model predicts "
+            f"{type(core.target).__name__} targets, which are not an image; reconstructions "
+            "exist only for pixel-target models"
+        )
     images = check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)", floating=True)
     mask_ratio = check_mask_ratio(mask_ratio)
     was_training = model.training

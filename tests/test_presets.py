@@ -56,7 +56,8 @@ def _simple() -> PretrainModule:
 # --- the registry ---------------------------------------------------------------------------------
 def test_registry_holds_every_family_and_builds_the_right_types() -> None:
     simple = {name for name, p in PRETRAIN_PRESETS.items() if p.family == "simple_mae"}
-    assert set(PRETRAIN_PRESETS) == set(MAE_PRESETS) | set(HIVIT_MAE_PRESETS) | simple
+    variants = {name for name, p in PRETRAIN_PRESETS.items() if p.family == "mae_variant"}
+    assert set(PRETRAIN_PRESETS) == set(MAE_PRESETS) | set(HIVIT_MAE_PRESETS) | simple | variants
     assert {p.family for p in PRETRAIN_PRESETS.values()} == set(PRESET_FAMILIES)
     mae = build_pretrain_module("mae_vit_micro_patch4", base_lr=1e-3)
     assert type(mae) is MAE and mae.hparams["base_lr"] == 1e-3  # seed checkpoints unchanged

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ssl_mae._validation import check_positive_int
 
-Pool = Literal["cls", "mean"]
-POOL_CHOICES: tuple[str, ...] = ("cls", "mean")
+Pool = Literal["cls", "mean", "prefix"]
+POOL_CHOICES: tuple[str, ...] = ("cls", "mean", "prefix")
 
 
 def check_pool(pool: str) -> Pool:
@@ -33,7 +33,8 @@ def pool_tokens(tokens: Tensor, pool: str, num_prefix_tokens: int) -> Tensor:
     Args:
         tokens: (B, L, D) encoder output, prefix tokens (class, registers) first.
         pool: ``"cls"`` takes the class token (index 0); ``"mean"`` averages the patch tokens,
-            leaving out the ``num_prefix_tokens`` prefix tokens.
+            leaving out the ``num_prefix_tokens`` prefix tokens; ``"prefix"`` averages the
+            prefix tokens (class and register tokens, Pixio's image feature).
         num_prefix_tokens: Number of prefix tokens at the start of the sequence.
 
     Returns:
@@ -47,13 +48,13 @@ def pool_tokens(tokens: Tensor, pool: str, num_prefix_tokens: int) -> Tensor:
             f"num_prefix_tokens must be in [0, {tokens.shape[1] - 1}] for {tokens.shape[1]} "
             f"tokens, got {num_prefix_tokens}"
         )
-    if pool == "cls":
+    if pool in ("cls", "prefix"):
         if num_prefix_tokens == 0:
             raise ValueError(
-                "pool='cls' needs a class token but the encoder has num_prefix_tokens=0; "
+                f"pool={pool!r} needs a class token but the encoder has num_prefix_tokens=0; "
                 "use pool='mean'"
             )
-        return tokens[:, 0]
+        return tokens[:, 0] if pool == "cls" else tokens[:, :num_prefix_tokens].mean(dim=1)
     return tokens[:, num_prefix_tokens:].mean(dim=1)
 
 
@@ -71,7 +72,7 @@ def encode_pooled(encoder: nn.Module, images: Tensor, pool: str = "cls") -> Tens
     Args:
         encoder: The backbone.
         images: (B, C, H, W) images.
-        pool: ``"cls"`` or ``"mean"`` (see :func:`pool_tokens`).
+        pool: ``"cls"``, ``"mean"`` or ``"prefix"`` (see :func:`pool_tokens`).
 
     Returns:
         (B, D) features, in the dtype the encoder produced.

@@ -15,9 +15,15 @@ Families:
   :class:`~ssl_mae.training.PretrainModule`);
 * ``mae_hivit`` — :class:`~ssl_mae.hivit.HiViTMAEForPreTraining`;
 * ``simple_mae`` — :class:`~ssl_mae.models.SimpleMAE` around a fresh timm or torchvision ViT
-  (``backbone`` key).
+  (``backbone`` key);
+* ``mae_variant`` — a :class:`~ssl_mae.MaskedAutoencoder` assembled from the blocks, where a
+  variant is a choice of data: ``decoder`` (``"mae"`` or CrossMAE's ``"cross"``, with
+  ``decode_ratio`` and ``encoder_layers``), ``masking`` (``"random"`` or ``"block"`` with
+  ``block_size``), ``target`` (``"pixels"`` or ``"hog"`` with ``hog_bins``,
+  ``hog_cell_size``) and ``reg_tokens`` (register tokens besides the class token). With every
+  choice at its default it is the plain MAE of the ``mae`` family (see docs/variants.md).
 
-The last two are trained inside a :class:`~ssl_mae.training.PretrainModule`, whose checkpoints
+The last three are trained inside a :class:`~ssl_mae.training.PretrainModule`, whose checkpoints
 store the preset and the overrides, so :func:`pretrain_module_from_checkpoint` rebuilds the model
 of any checkpoint. The Python modules of the models are imported when a preset is built.
 """
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +47,7 @@ __all__ = [
     "MAE_PRESETS",
     "PRESET_FAMILIES",
     "PRETRAIN_PRESETS",
+    "VARIANT_OPTIONS",
     "PretrainPreset",
     "build_mae",
     "build_model",
@@ -54,7 +62,22 @@ __all__ = [
     "pretrain_module_from_checkpoint",
 ]
 
-PRESET_FAMILIES: tuple[str, ...] = ("mae", "mae_hivit", "simple_mae")
+PRESET_FAMILIES: tuple[str, ...] = ("mae", "mae_hivit", "simple_mae", "mae_variant")
+
+#: The ``mae_variant`` family's own keys with their defaults (plain MAE).
+VARIANT_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {
+        "reg_tokens": 0,
+        "decoder": "mae",
+        "decode_ratio": 1.0,
+        "encoder_layers": None,
+        "masking": "random",
+        "block_size": 2,
+        "target": "pixels",
+        "hog_bins": 9,
+        "hog_cell_size": None,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,9 @@ def _hivit_arch(embed_dims: int, depths: tuple[int, ...], num_heads: int) -> Map
 
 
 _SMALL_SIMPLE = {"img_size": 28, "patch_size": 4, "in_chans": 1, "mlp_ratio": 4.0}
+# The encoder of mae_vit_micro_patch7 (the CPU default), shared by the variants that keep it.
+_MICRO7 = {"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 128, "depth": 4,
+           "num_heads": 4}  # fmt: skip
 
 _PRESETS: tuple[PretrainPreset, ...] = (
     PretrainPreset(
@@ -159,6 +185,35 @@ _PRESETS: tuple[PretrainPreset, ...] = (
                           "decoder_depth": 4, "decoder_num_heads": 4, "decoder_head_dim": 32}),
         "SimpleMAE around a torchvision VisionTransformer of ViT-Tiny size",
     ),
+    PretrainPreset(
+        "mae_crossmae_micro_patch7", "mae_variant",
+        _vit(**_MICRO7, decoder="cross", decoder_embed_dim=64, decoder_depth=2,
+             decoder_num_heads=4, decode_ratio=0.25, encoder_layers=(2, -1)),
+        "CrossMAE on the mae_vit_micro_patch7 encoder: 2 cross-attention blocks reading "
+        "encoder block 2 and the encoder output, decoding 25% of the masked patches",
+    ),
+    PretrainPreset(
+        "mae_crossmae_base_patch16", "mae_variant",
+        _vit(img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
+             decoder="cross", decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16,
+             decode_ratio=0.25),
+        "CrossMAE ViT-B/16 with an 8 x 512 cross-attention decoder at 25% decoding (GPU)",
+    ),
+    PretrainPreset(
+        "mae_pixio_micro_patch4", "mae_variant",
+        _vit(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=4, num_heads=4,
+             reg_tokens=3, masking="block", block_size=2, decoder_embed_dim=32,
+             decoder_depth=4, decoder_num_heads=4),
+        "Pixio-style for 28x28: 2x2-block masking, class + 3 register tokens (pool 'prefix'), "
+        "a deeper, narrower decoder (4 x 32)",
+    ),
+    PretrainPreset(
+        "mae_hog_micro_patch7", "mae_variant",
+        _vit(**_MICRO7, target="hog", hog_bins=9, decoder_embed_dim=64, decoder_depth=2,
+             decoder_num_heads=4),
+        "MaskFeat-style: predicts 9-bin HOG histograms per patch on the mae_vit_micro_patch7 "
+        "encoder",
+    ),
 )  # fmt: skip
 
 #: Every preset the CLI knows, by name (the official long names of the ViT presets included).
@@ -215,9 +270,71 @@ def _build_simple_mae(config: Mapping[str, Any]) -> nn.Module:
     )
 
 
+def _build_variant(config: Mapping[str, Any]) -> nn.Module:
+    """The ``mae_variant`` family: the core from a timm ViT, a decoder, a masking, a target."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from ssl_mae.core import MaskedAutoencoder
+    from ssl_mae.loss import MAELoss
+    from ssl_mae.masking import BlockMasking
+    from ssl_mae.modules import CrossMAEDecoder, MAEDecoder, MaskedVisionTransformer
+    from ssl_mae.targets import HOGTarget
+
+    config = {**VARIANT_OPTIONS, "mask_ratio": 0.75, "norm_pix_loss": False, **config}
+    choices = {"decoder": ("mae", "cross"), "masking": ("random", "block"),
+               "target": ("pixels", "hog")}  # fmt: skip
+    for key, allowed in choices.items():
+        if config[key] not in allowed:
+            raise ValueError(f"{key} must be one of {list(allowed)}, got {config[key]!r}")
+    shared = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads",
+              "mlp_ratio", "layer_norm_eps", "decoder_embed_dim", "decoder_depth",
+              "decoder_num_heads", "mask_ratio", "norm_pix_loss")  # fmt: skip
+    unknown = sorted(set(config) - set(shared) - set(VARIANT_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"mae_variant presets got unknown keys {unknown}; allowed are "
+            f"{sorted([*shared, *VARIANT_OPTIONS])}"
+        )
+    norm_layer = partial(nn.LayerNorm, eps=config["layer_norm_eps"])
+    patch_size, in_chans = config["patch_size"], config["in_chans"]
+    vit = VisionTransformer(
+        img_size=config["img_size"], patch_size=patch_size, in_chans=in_chans, num_classes=0,
+        embed_dim=config["embed_dim"], depth=config["depth"], num_heads=config["num_heads"],
+        mlp_ratio=config["mlp_ratio"], qkv_bias=True, norm_layer=norm_layer,
+        reg_tokens=config["reg_tokens"], weight_init="skip",
+    )  # fmt: skip
+    encoder = MaskedVisionTransformer(vit, use_mask_token=False)
+    target = None
+    if config["target"] == "hog":
+        target = HOGTarget(patch_size, in_chans, config["hog_bins"], config["hog_cell_size"])
+    decoder_kwargs: dict[str, Any] = {}
+    if config["decoder"] == "cross":
+        decoder_kwargs["encoder_layers"] = config["encoder_layers"]
+    elif config["encoder_layers"] is not None:
+        raise ValueError("encoder_layers needs decoder='cross' (the MAE decoder reads one layer)")
+    decoder = (CrossMAEDecoder if config["decoder"] == "cross" else MAEDecoder)(
+        num_patches=encoder.num_patches, patch_size=patch_size, in_chans=in_chans,
+        embed_dim=config["embed_dim"], decoder_embed_dim=config["decoder_embed_dim"],
+        decoder_depth=config["decoder_depth"], decoder_num_heads=config["decoder_num_heads"],
+        num_prefix_tokens=encoder.num_prefix_tokens, mlp_ratio=config["mlp_ratio"],
+        norm_layer=norm_layer, target_dim=None if target is None else target.dim,
+        **decoder_kwargs,
+    )  # fmt: skip
+    return MaskedAutoencoder(
+        encoder,
+        decoder,
+        MAELoss(norm_pix=config["norm_pix_loss"]),
+        config["mask_ratio"],
+        target=target,
+        masking=BlockMasking(config["block_size"]) if config["masking"] == "block" else None,
+        decode_ratio=config["decode_ratio"],
+    )
+
+
 _MODEL_BUILDERS: Mapping[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "mae_hivit": _build_hivit,
     "simple_mae": _build_simple_mae,
+    "mae_variant": _build_variant,
 }
 
 

@@ -1,6 +1,7 @@
-"""Neural network blocks: the masked ViT encoders and the MAE decoder."""
+"""Neural network blocks: the masked ViT encoders, the MAE decoder and the CrossMAE decoder."""
 
-from ssl_mae.modules.decoder import MAEDecoder
+from ssl_mae.modules.cross_decoder import CrossAttention, CrossAttentionBlock, CrossMAEDecoder
+from ssl_mae.modules.decoder import MAEDecoder, MaskedDecoderBase
 from ssl_mae.modules.encoder import (
     EncoderStates,
     MaskedEncoderBase,
@@ -12,8 +13,12 @@ from ssl_mae.modules.encoder import (
 from ssl_mae.modules.init import init_mae_weights
 
 __all__ = [
+    "CrossAttention",
+    "CrossAttentionBlock",
+    "CrossMAEDecoder",
     "EncoderStates",
     "MAEDecoder",
+    "MaskedDecoderBase",
     "MaskedEncoderBase",
     "MaskedVisionTransformer",
     "MaskedVisionTransformerTorchvision",

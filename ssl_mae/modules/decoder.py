@@ -1,4 +1,10 @@
-"""The MAE decoder: embeds visible tokens, fills in mask tokens, decodes and predicts pixels."""
+"""The MAE decoder: embeds visible tokens, fills in mask tokens, decodes and predicts pixels.
+
+:class:`MaskedDecoderBase` holds what every decoder of the package shares (the projection to the
+decoder width, the mask token, the fixed sin-cos position table and the per-patch prediction
+head); :class:`MAEDecoder` adds self-attention blocks over the full sequence, and
+:class:`~ssl_mae.modules.CrossMAEDecoder` cross-attention blocks.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from ssl_mae._validation import check_index, check_positive_int, check_tensor, t
 from ssl_mae.modules.init import init_mae_weights, init_tokens
 from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
 
-__all__ = ["MAEDecoder"]
+__all__ = ["MAEDecoder", "MaskedDecoderBase"]
 
 _LAYER_NORM_EPS6 = partial(nn.LayerNorm, eps=1e-6)
 
@@ -34,7 +40,137 @@ def _timm_block_classes() -> tuple[type[nn.Module], type[nn.Module]]:
 _POS_EMBED_RESIZES = ("grid", "sequence")
 
 
-class MAEDecoder(nn.Module):
+class MaskedDecoderBase(nn.Module):
+    """What every MAE decoder shares: the projection of encoder tokens to the decoder width
+    (``decoder_embed``), the mask token, the fixed 2-D sin-cos position table
+    (``decoder_pos_embed``, resized for other patch grids), the final norm (``decoder_norm``)
+    and the per-patch prediction head (``decoder_pred``).
+
+    Subclasses build their blocks between ``super().__init__(...)`` and :meth:`_build_head`,
+    which keeps the parameter order (and so the state dict) of the official MAE decoder.
+
+    Args:
+        num_patches: Number of patch tokens L of the full image.
+        patch_size: Patch side length p in pixels.
+        in_chans: Number of image channels C.
+        embed_dim: Token dimension of the encoder.
+        decoder_embed_dim: Token dimension of the decoder.
+        num_prefix_tokens: Prefix tokens (class/register) in the encoder output.
+        mask_token: Optional (1, 1, decoder_embed_dim) mask token to share.
+        grid_size: Patch grid ``(h, w)``; square ``sqrt(num_patches)`` when None.
+        pos_embed_resize: ``"grid"`` or ``"sequence"`` (see :class:`MAEDecoder`).
+    """
+
+    def __init__(
+        self,
+        num_patches: int,
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        decoder_embed_dim: int,
+        num_prefix_tokens: int,
+        mask_token: nn.Parameter | None,
+        grid_size: int | tuple[int, int] | None,
+        pos_embed_resize: str = "grid",
+    ) -> None:
+        super().__init__()
+        if pos_embed_resize not in _POS_EMBED_RESIZES:
+            raise ValueError(
+                f"pos_embed_resize must be one of {list(_POS_EMBED_RESIZES)}, "
+                f"got {pos_embed_resize!r}"
+            )
+        self.pos_embed_resize = pos_embed_resize
+        self.num_patches = check_positive_int(num_patches, "num_patches")
+        self.patch_size = check_positive_int(patch_size, "patch_size")
+        self.in_chans = check_positive_int(in_chans, "in_chans")
+        check_positive_int(decoder_embed_dim, "decoder_embed_dim")
+        if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
+            raise TypeError(f"num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}")
+        if num_prefix_tokens < 0:
+            raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
+        self.num_prefix_tokens = num_prefix_tokens
+        if grid_size is None:
+            side = round(num_patches**0.5)
+            if side * side != num_patches:
+                raise ValueError(
+                    f"num_patches={num_patches} is not a square grid; pass grid_size=(h, w)"
+                )
+            self.grid_size: tuple[int, int] = (side, side)
+        else:
+            self.grid_size = to_2tuple(grid_size, "grid_size")
+            if self.grid_size[0] * self.grid_size[1] != num_patches:
+                raise ValueError(
+                    f"grid_size {self.grid_size} does not hold num_patches={num_patches} patches"
+                )
+        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)
+        self.mask_token = (
+            mask_token
+            if mask_token is not None
+            else nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        )
+        self.decoder_pos_embed = nn.Parameter(
+            torch.zeros(1, num_patches + num_prefix_tokens, decoder_embed_dim),
+            requires_grad=False,
+        )
+
+    def _build_head(self, norm_layer: Callable[..., nn.Module], target_dim: int | None) -> None:
+        """Adds the final norm and the prediction head (after the subclass's blocks).
+
+        Args:
+            norm_layer: Normalisation layer factory.
+            target_dim: Prediction width T per patch; ``p * p * C`` (pixels) when None.
+        """
+        dim = self.decoder_pos_embed.shape[-1]
+        pixels = self.patch_size * self.patch_size * self.in_chans
+        self.target_dim = (
+            pixels if target_dim is None else check_positive_int(target_dim, "target_dim")
+        )
+        self.decoder_norm = norm_layer(dim)
+        self.decoder_pred = nn.Linear(dim, self.target_dim, bias=True)
+
+    def init_weights(self) -> None:
+        """(Re-)applies the MAE initialisation: the fixed 2-D sin-cos position table,
+        N(0, 0.02) mask token, xavier-uniform linear layers and unit LayerNorms."""
+        with torch.no_grad():
+            table = get_2d_sincos_pos_embed(
+                self.decoder_pos_embed.shape[-1], self.grid_size, self.num_prefix_tokens
+            )
+            self.decoder_pos_embed.copy_(table.unsqueeze(0))
+        init_tokens(self.mask_token)
+        self.apply(init_mae_weights)
+
+    @property
+    def sequence_length(self) -> int:
+        """Length of the decoder's token sequence: prefix tokens plus all patches."""
+        return self.num_patches + self.num_prefix_tokens
+
+    def embed(self, input: Tensor) -> Tensor:
+        """Projects encoder tokens (B, K, D_enc) to the decoder width (B, K, D_dec)."""
+        return cast(Tensor, self.decoder_embed(input))
+
+    def predict(self, input: Tensor) -> Tensor:
+        """Predicts targets (B, K, T) (pixels: T = p * p * C) from decoded tokens (B, K, D_dec)."""
+        return cast(Tensor, self.decoder_pred(input))
+
+    def pos_embed_for_grid(self, grid_size: tuple[int, int] | None = None) -> Tensor:
+        """The (1, P + h * w, D_dec) position table for a patch grid (the native one when None),
+        resized as ``pos_embed_resize`` says when the grid differs from the native one."""
+        if grid_size is None or tuple(grid_size) == self.grid_size:
+            return self.decoder_pos_embed
+        grid_h, grid_w = grid_size
+        old_grid = self.grid_size
+        if self.pos_embed_resize == "sequence":
+            old_grid, grid_size = (1, self.num_patches), (1, grid_h * grid_w)
+        return interpolate_pos_embed(
+            self.decoder_pos_embed,
+            new_grid=grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+            old_grid=old_grid,
+            antialias=False,
+        )
+
+
+class MAEDecoder(MaskedDecoderBase):
     """Lightweight transformer decoder of MAE (drop-in for Lightly's ``MAEDecoderTIMM``).
 
     Parameter names match Lightly's ``MAEDecoderTIMM`` (``decoder_embed``, ``mask_token``,
@@ -68,6 +204,8 @@ class MAEDecoder(nn.Module):
         pos_embed_resize: How the position table follows other image sizes: ``"grid"`` resizes
             it bicubically as a 2-D grid, ``"sequence"`` as a 1 x L sequence in patch order
             (what Hugging Face's ViTMAE decoder does).
+        target_dim: Prediction width T per patch when the target is not pixels (e.g.
+            ``HOGTarget(...).dim``); ``p * p * C`` when None.
     """
 
     def __init__(
@@ -91,18 +229,19 @@ class MAEDecoder(nn.Module):
         decoder_head_dim: int | None = None,
         act_layer: Callable[..., nn.Module] = nn.GELU,
         pos_embed_resize: str = "grid",
+        target_dim: int | None = None,
     ) -> None:
-        super().__init__()
-        if pos_embed_resize not in _POS_EMBED_RESIZES:
-            raise ValueError(
-                f"pos_embed_resize must be one of {list(_POS_EMBED_RESIZES)}, "
-                f"got {pos_embed_resize!r}"
-            )
-        self.pos_embed_resize = pos_embed_resize
-        self.num_patches = check_positive_int(num_patches, "num_patches")
-        self.patch_size = check_positive_int(patch_size, "patch_size")
-        self.in_chans = check_positive_int(in_chans, "in_chans")
-        check_positive_int(decoder_embed_dim, "decoder_embed_dim")
+        super().__init__(
+            num_patches,
+            patch_size,
+            in_chans,
+            embed_dim,
+            decoder_embed_dim,
+            num_prefix_tokens,
+            mask_token,
+            grid_size,
+            pos_embed_resize,
+        )
         check_positive_int(decoder_num_heads, "decoder_num_heads")
         custom_head_dim = (
             decoder_head_dim is not None
@@ -114,36 +253,7 @@ class MAEDecoder(nn.Module):
                 f"decoder_embed_dim ({decoder_embed_dim}) must be divisible by "
                 f"decoder_num_heads ({decoder_num_heads})"
             )
-        if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
-            raise TypeError(f"num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}")
-        if num_prefix_tokens < 0:
-            raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
-        self.num_prefix_tokens = num_prefix_tokens
-        if grid_size is None:
-            side = round(num_patches**0.5)
-            if side * side != num_patches:
-                raise ValueError(
-                    f"num_patches={num_patches} is not a square grid; pass grid_size=(h, w)"
-                )
-            self.grid_size: tuple[int, int] = (side, side)
-        else:
-            self.grid_size = to_2tuple(grid_size, "grid_size")
-            if self.grid_size[0] * self.grid_size[1] != num_patches:
-                raise ValueError(
-                    f"grid_size {self.grid_size} does not hold num_patches={num_patches} patches"
-                )
-
         Block, Attention = _timm_block_classes()
-        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)
-        self.mask_token = (
-            mask_token
-            if mask_token is not None
-            else nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        )
-        self.decoder_pos_embed = nn.Parameter(
-            torch.zeros(1, num_patches + num_prefix_tokens, decoder_embed_dim),
-            requires_grad=False,
-        )
         self.decoder_blocks = nn.Sequential(
             *[
                 Block(
@@ -169,32 +279,9 @@ class MAEDecoder(nn.Module):
                     attn_drop=attn_drop_rate,
                     proj_drop=proj_drop_rate,
                 )
-        self.decoder_norm = norm_layer(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(
-            decoder_embed_dim, patch_size * patch_size * in_chans, bias=True
-        )
+        self._build_head(norm_layer, target_dim)
         if initialize_weights:
             self.init_weights()
-
-    def init_weights(self) -> None:
-        """(Re-)applies the MAE initialisation: the fixed 2-D sin-cos position table,
-        N(0, 0.02) mask token, xavier-uniform linear layers and unit LayerNorms."""
-        with torch.no_grad():
-            table = get_2d_sincos_pos_embed(
-                self.decoder_pos_embed.shape[-1], self.grid_size, self.num_prefix_tokens
-            )
-            self.decoder_pos_embed.copy_(table.unsqueeze(0))
-        init_tokens(self.mask_token)
-        self.apply(init_mae_weights)
-
-    @property
-    def sequence_length(self) -> int:
-        """Length of the decoder's token sequence: prefix tokens plus all patches."""
-        return self.num_patches + self.num_prefix_tokens
-
-    def embed(self, input: Tensor) -> Tensor:
-        """Projects encoder tokens (B, K, D_enc) to the decoder width (B, K, D_dec)."""
-        return cast(Tensor, self.decoder_embed(input))
 
     def decode(self, input: Tensor, pos_embed: Tensor | None = None) -> Tensor:
         """Adds position embeddings, runs the decoder blocks and the final norm.
@@ -218,10 +305,6 @@ class MAEDecoder(nn.Module):
         x = input + table.to(input.dtype)
         x = self.decoder_blocks(x)
         return cast(Tensor, self.decoder_norm(x))
-
-    def predict(self, input: Tensor) -> Tensor:
-        """Predicts pixels (B, K, p * p * C) from decoded tokens (B, K, D_dec)."""
-        return cast(Tensor, self.decoder_pred(input))
 
     def forward(self, input: Tensor) -> Tensor:
         """Embeds, decodes and predicts a full token sequence.
@@ -287,23 +370,6 @@ class MAEDecoder(nn.Module):
         dim = decoded.shape[-1]
         at_mask = torch.gather(decoded, 1, idx_mask.unsqueeze(-1).expand(-1, -1, dim))
         return self.predict(at_mask)
-
-    def pos_embed_for_grid(self, grid_size: tuple[int, int] | None = None) -> Tensor:
-        """The (1, P + h * w, D_dec) position table for a patch grid (the native one when None),
-        resized as ``pos_embed_resize`` says when the grid differs from the native one."""
-        if grid_size is None or tuple(grid_size) == self.grid_size:
-            return self.decoder_pos_embed
-        grid_h, grid_w = grid_size
-        old_grid = self.grid_size
-        if self.pos_embed_resize == "sequence":
-            old_grid, grid_size = (1, self.num_patches), (1, grid_h * grid_w)
-        return interpolate_pos_embed(
-            self.decoder_pos_embed,
-            new_grid=grid_size,
-            num_prefix_tokens=self.num_prefix_tokens,
-            old_grid=old_grid,
-            antialias=False,
-        )
 
     def predict_all(
         self,

@@ -1,0 +1,326 @@
+"""MAE variants on Fashion-MNIST at equal wall-clock: kNN and linear top-1, img/s, FLOPs per image.
+
+Every variant is a preset of the registry (``ssl_mae.models.presets``), trained through the one
+core (``MaskedAutoencoder``) with the same recipe (AdamW betas (0.9, 0.95), weight decay 0.05
+without norms/biases/tokens, warmup + cosine per step), the same batches, crops and flips (one
+generator seeded with the seed draws order, augmentation and masks), and evaluated the same way
+(frozen features, kNN with k=200 and t=0.07, linear probe with BatchNorm + Linear and LARS).
+
+Equal wall-clock, not equal epochs: first the training throughput of every variant is measured
+*interleaved* (round-robin bursts of steps on the same batches, so that load changes on a shared
+machine hit every variant alike); then each variant trains for ``budget × its steps per second``
+steps. A fixed step count keeps the learning-rate schedule exact and runs reproducible; the
+pretraining time each run really took is reported beside the budget. FLOPs per image are
+counted by ``torch.utils.flop_counter`` on one training step (forward and backward, math
+attention kernel).
+
+Default run: ``python benchmarks/variants.py --budget-s 600 --seeds 0 1``. Smoke run:
+``python benchmarks/variants.py --budget-s 2 --train-subset 256 --test-subset 128
+--probe-epochs 1 --calibration-rounds 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from ssl_mae.core import MaskedAutoencoder, as_masked_autoencoder
+from ssl_mae.data import load_fashion_mnist
+from ssl_mae.evaluation import knn_accuracy, pool_tokens, train_linear_probe
+from ssl_mae.models.presets import PRETRAIN_PRESETS, build_model
+from ssl_mae.training.optim import build_adamw, param_groups_weight_decay, warmup_cosine_scheduler
+from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, BatchedMAEAugment
+
+VARIANTS = (
+    "mae_vit_micro_patch7",
+    "mae_crossmae_micro_patch7",
+    "mae_pixio_micro_patch4",
+    "mae_hog_micro_patch7",
+)
+NUM_CLASSES = 10
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_core(preset: str, seed: int) -> MaskedAutoencoder:
+    """The core of a preset for 28x28 grayscale images, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    return as_masked_autoencoder(build_model(preset, img_size=28, in_chans=1))
+
+
+def normalize(images: Tensor) -> Tensor:
+    """uint8 (B, 1, 28, 28) → float, normalised with the Fashion-MNIST mean and std."""
+    mean, std = FASHION_MNIST_NORMALIZE["mean"][0], FASHION_MNIST_NORMALIZE["std"][0]
+    return (images.float() / 255.0 - mean) / std
+
+
+def batches(
+    images: Tensor, args: argparse.Namespace, generator: torch.Generator
+) -> Iterator[Tensor]:
+    """Endless augmented batches (B, 1, 28, 28): shuffled epochs, random crops and flips."""
+    augment = BatchedMAEAugment(28, min_scale=args.min_scale, normalize=FASHION_MNIST_NORMALIZE)
+    batch_size = min(args.batch_size, images.shape[0])
+    while True:
+        order = torch.randperm(images.shape[0], generator=generator)
+        for step in range(images.shape[0] // batch_size):
+            picked = images[order[step * batch_size : (step + 1) * batch_size]]
+            yield augment(picked, generator=generator)
+
+
+def make_optimizer(
+    core: MaskedAutoencoder, args: argparse.Namespace, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    optimizer = build_adamw(param_groups_weight_decay(core, args.weight_decay), lr=args.lr)
+    warmup = int(total_steps * args.warmup_fraction)
+    return optimizer, warmup_cosine_scheduler(optimizer, total_steps, warmup, args.min_lr)
+
+
+def train_step(
+    core: MaskedAutoencoder,
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    generator: torch.Generator,
+) -> float:
+    loss = core(images, generator=generator).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.item())
+
+
+def measure_throughput(
+    presets: Sequence[str], images: Tensor, args: argparse.Namespace
+) -> dict[str, float]:
+    """Training steps per second of every preset, measured in interleaved rounds.
+
+    Every preset trains a throw-away copy on the same pre-drawn batches; one warm-up step each,
+    then ``calibration_rounds`` rounds in which each preset in turn times ``steps_per_round``
+    steps. A load change on a shared machine thus falls on every preset alike.
+    """
+    generator = torch.Generator().manual_seed(12345)
+    stream = batches(images, args, generator)
+    fixed = [next(stream) for _ in range(args.steps_per_round)]
+    cores = {name: build_core(name, 0) for name in presets}
+    optimizers = {name: make_optimizer(core, args, 1)[0] for name, core in cores.items()}
+    elapsed = dict.fromkeys(presets, 0.0)
+    for name in presets:  # warm-up: allocator, lazy imports
+        train_step(cores[name], optimizers[name], fixed[0], generator)
+    for _ in range(args.calibration_rounds):
+        for name in presets:
+            tic = time.perf_counter()
+            for batch in fixed:
+                train_step(cores[name], optimizers[name], batch, generator)
+            elapsed[name] += time.perf_counter() - tic
+    steps = args.calibration_rounds * len(fixed)
+    return {name: steps / elapsed[name] for name in presets}
+
+
+def count_train_flops(core: MaskedAutoencoder, images: Tensor) -> float:
+    """FLOPs per image of one training step (forward + backward) of a copy of ``core``."""
+    probe = copy.deepcopy(core)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        probe(images, generator=torch.Generator().manual_seed(0)).loss.backward()
+    return float(counter.get_total_flops()) / images.shape[0]
+
+
+@torch.no_grad()
+def features(core: MaskedAutoencoder, images: Tensor, pools: Sequence[str]) -> dict[str, Tensor]:
+    """Frozen, unmasked encoder features {pool: (N, D)}."""
+    encoder = core.encoder
+    was_training = encoder.training
+    encoder.eval()
+    out: dict[str, list[Tensor]] = {pool: [] for pool in pools}
+    for start in range(0, images.shape[0], 512):
+        tokens = encoder.encode(normalize(images[start : start + 512]))
+        for pool in pools:
+            out[pool].append(pool_tokens(tokens, pool, encoder.num_prefix_tokens).float())
+    encoder.train(was_training)
+    return {pool: torch.cat(parts) for pool, parts in out.items()}
+
+
+def evaluate(
+    core: MaskedAutoencoder,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    args: argparse.Namespace,
+) -> dict[str, dict[str, float]]:
+    """kNN and linear-probe top-1 (percent) for every pooling the encoder allows."""
+    pools = ["cls", "mean"] + (["prefix"] if core.encoder.num_prefix_tokens > 1 else [])
+    train_x, test_x = features(core, train[0], pools), features(core, test[0], pools)
+    result = {}
+    for pool in pools:
+        knn = knn_accuracy(
+            train_x[pool], train[1], test_x[pool], test[1], NUM_CLASSES,
+            k=min(args.knn_k, train[0].shape[0]), temperature=args.knn_t,
+        )  # fmt: skip
+        probe = train_linear_probe(
+            train_x[pool], train[1], test_x[pool], test[1], NUM_CLASSES,
+            epochs=args.probe_epochs, warmup_epochs=min(3, args.probe_epochs), seed=args.seed_probe,
+        )  # fmt: skip
+        result[pool] = {"knn_top1": 100.0 * knn["top1"], "linear_top1": 100.0 * probe["top1"]}
+    return result
+
+
+def run_variant(
+    preset: str,
+    seed: int,
+    steps: int,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Pretrains one preset for ``steps`` steps and evaluates its frozen encoder."""
+    core = build_core(preset, seed)
+    core.train()
+    generator = torch.Generator().manual_seed(seed)
+    stream = batches(train[0], args, generator)
+    optimizer, scheduler = make_optimizer(core, args, steps)
+    flops = count_train_flops(core, next(stream))
+    losses = []
+    tic = time.perf_counter()
+    for _ in range(steps):
+        value = train_step(core, optimizer, next(stream), generator)
+        scheduler.step()
+        if not math.isfinite(value):
+            raise RuntimeError(f"{preset}: loss became {value}")
+        losses.append(value)
+    pretrain_s = time.perf_counter() - tic
+    images = steps * min(args.batch_size, train[0].shape[0])
+    print(f"[{preset} seed {seed}] {steps} steps in {pretrain_s:.0f}s", flush=True)
+    return {
+        "preset": preset,
+        "seed": seed,
+        "steps": steps,
+        "pretrain_s": pretrain_s,
+        "images_per_s": images / pretrain_s,
+        "train_flops_per_image": flops,
+        "final_loss": losses[-1],
+        "evaluation": evaluate(core, train, test, args),
+    }
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """One row per (variant, pool): mean over seeds and the seed-to-seed spread (max - min)."""
+    lines = [
+        f"Budget {result['config']['budget_s']} s of pretraining per run, seeds "
+        f"{result['config']['seeds']}; spread = max - min over seeds.",
+        "",
+        "| variant | pool | steps | pretrain s | img/s | train GFLOP/img | kNN top-1 | "
+        "linear top-1 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for preset in result["config"]["presets"]:
+        runs = [run for run in result["runs"] if run["preset"] == preset]
+        for pool in runs[0]["evaluation"]:
+            cells = []
+            for metric in ("knn_top1", "linear_top1"):
+                values = [run["evaluation"][pool][metric] for run in runs]
+                cells.append(f"{statistics.mean(values):.2f} ± {max(values) - min(values):.2f}")
+            lines.append(
+                f"| {preset} | {pool} | {runs[0]['steps']} | "
+                f"{statistics.mean(r['pretrain_s'] for r in runs):.0f} | "
+                f"{statistics.mean(r['images_per_s'] for r in runs):.0f} | "
+                f"{runs[0]['train_flops_per_image'] / 1e9:.4f} | {cells[0]} | {cells[1]} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--presets", nargs="+", default=list(VARIANTS), help="registry names")
+    parser.add_argument("--budget-s", type=float, default=600.0, help="pretraining s per run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--calibration-rounds", type=int, default=5)
+    parser.add_argument("--steps-per-round", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1.5e-3, help="peak AdamW learning rate")
+    parser.add_argument("--min-lr", type=float, default=0.0)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup-fraction", type=float, default=0.1)
+    parser.add_argument("--min-scale", type=float, default=0.5)
+    parser.add_argument("--knn-k", type=int, default=200)
+    parser.add_argument("--knn-t", type=float, default=0.07)
+    parser.add_argument("--probe-epochs", type=int, default=30)
+    parser.add_argument("--seed-probe", type=int, default=0, help="seed of the linear probe")
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--test-subset", type=int, default=None)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument("--name", default="variants", help="stem of the JSON and Markdown files")
+    args = parser.parse_args(argv)
+    unknown = [p for p in args.presets if p not in PRETRAIN_PRESETS]
+    if unknown:
+        parser.error(f"--presets: unknown presets {unknown}")
+    if not args.budget_s > 0:
+        parser.error(f"--budget-s must be > 0, got {args.budget_s}")
+    return args
+
+
+def load(train: bool, subset: int | None, root: str | None) -> tuple[Tensor, Tensor]:
+    images, labels = load_fashion_mnist(train=train, root=root, download=False)
+    if subset is not None:
+        images, labels = images[:subset], labels[:subset]
+    return images.unsqueeze(1).contiguous(), labels
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    train = load(True, args.train_subset, args.data_root)
+    test = load(False, args.test_subset, args.data_root)
+    steps_per_s = measure_throughput(args.presets, train[0], args)
+    steps = {name: max(1, int(args.budget_s * rate)) for name, rate in steps_per_s.items()}
+    print(f"steps per {args.budget_s:.0f}s budget: {steps}", flush=True)
+    runs = [
+        run_variant(preset, seed, steps[preset], train, test, args)
+        for seed in args.seeds
+        for preset in args.presets
+    ]
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    result: dict[str, Any] = {
+        "benchmark": "variants_equal_wall_clock",
+        "command": " ".join(["python benchmarks/variants.py", *(argv or sys.argv[1:])]),
+        "config": config,
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "load_average_start": load_before,
+            "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        },
+        "calibration_steps_per_s": steps_per_s,
+        "runs": runs,
+        "wall_time_s": time.perf_counter() - start,
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    table = markdown_table(result)
+    (args.output_dir / f"{args.name}.md").write_text(table)
+    print(table)
+    return result
+
+
+if __name__ == "__main__":
+    main()

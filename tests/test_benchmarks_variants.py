@@ -1,0 +1,57 @@
+"""Smoke test of benchmarks/variants.py (equal wall-clock comparison of the MAE variants) on a
+tiny subset of Fashion-MNIST."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "variants.py"
+TINY = [
+    "--presets", "mae_vit_micro_patch4", "mae_pixio_micro_patch4", "--budget-s", "1",
+    "--seeds", "0", "--train-subset", "256", "--test-subset", "64", "--batch-size", "64",
+    "--calibration-rounds", "1", "--steps-per-round", "1", "--probe-epochs", "1",
+    "--knn-k", "10", "--threads", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    try:
+        from ssl_mae.data import load_fashion_mnist
+
+        load_fashion_mnist(train=False, download=False)
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST IDX files are not installed")
+    spec = importlib.util.spec_from_file_location("benchmark_variants", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_equal_wall_clock_budget_follows_the_measured_throughput(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    result = bench.main([*TINY, "--output-dir", str(tmp_path)])
+    saved = json.loads((tmp_path / "variants.json").read_text())
+    assert saved["calibration_steps_per_s"] == result["calibration_steps_per_s"]
+    rates = saved["calibration_steps_per_s"]
+    runs = {run["preset"]: run for run in saved["runs"]}
+    assert set(runs) == {"mae_vit_micro_patch4", "mae_pixio_micro_patch4"}
+    for name, run in runs.items():
+        assert run["steps"] == max(1, int(1.0 * rates[name]))  # budget x steps per second
+        assert run["train_flops_per_image"] > 0 and run["images_per_s"] > 0
+        for scores in run["evaluation"].values():
+            assert 0 <= scores["knn_top1"] <= 100 and 0 <= scores["linear_top1"] <= 100
+    # Pixio-style has class + 3 register tokens: its image feature is their mean.
+    assert set(runs["mae_pixio_micro_patch4"]["evaluation"]) == {"cls", "mean", "prefix"}
+    assert set(runs["mae_vit_micro_patch4"]["evaluation"]) == {"cls", "mean"}
+    table = (tmp_path / "variants.md").read_text()
+    assert table.count("| mae_pixio_micro_patch4 |") == 3
