@@ -30,13 +30,13 @@ import copy
 import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from ssl_mae._io import read_weights_file
 from ssl_mae.modules.decoder import MAEDecoder
 from ssl_mae.modules.encoder import MaskedVisionTransformer
 
@@ -82,15 +82,7 @@ def unwrap_checkpoint(
         Dict from parameter name to tensor.
     """
     if isinstance(checkpoint, (str, os.PathLike)):
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            loaded: Any = load_file(str(path), device="cpu")
-        else:
-            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+        loaded: Any = read_weights_file(checkpoint, "checkpoint file")
     else:
         loaded = checkpoint
     if not isinstance(loaded, Mapping):
