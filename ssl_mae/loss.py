@@ -53,6 +53,8 @@ def normalize_patches(patches: Tensor, eps: float = 1e-6) -> Tensor:
             f"variance, got P={patches.shape[-1]} (shape {tuple(patches.shape)}); use "
             f"norm_pix=False or larger patches"
         )
+    if patches.numel() == 0:  # no patch at all: nothing to normalise (and no variance warning)
+        return patches
     mean = patches.mean(dim=-1, keepdim=True)
     var = patches.var(dim=-1, keepdim=True)
     return (patches - mean) / (var + eps) ** 0.5
