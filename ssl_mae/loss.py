@@ -134,7 +134,7 @@ class MAELoss(nn.Module):
         if mask is None:
             # No patch to score (B or K is 0, e.g. mask ratio 0): 0 rather than the mean of
             # nothing, NaN, as the masked form below does.
-            return per_patch.sum() / max(per_patch.numel(), 1)
+            return per_patch.mean() if per_patch.numel() else per_patch.sum()
         check_tensor(mask, "mask", ndim=2, shape_doc="(B, K)")
         if tuple(mask.shape) != tuple(per_patch.shape):
             raise ValueError(

@@ -129,10 +129,14 @@ def symlink_to_a_character_device(root: Path) -> Hostile:
 @skip_case()
 def unix_socket_named_like_an_image(root: Path) -> Hostile:
     # AF_UNIX paths are limited to about 100 bytes; bind through a short relative path.
-    with contextlib.chdir(root / "b"):
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    cwd = os.getcwd()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.chdir(root / "b")
         server.bind("sock.png")
-    server.close()  # the socket file stays
+    finally:
+        os.chdir(cwd)
+        server.close()  # the socket file stays
     return Hostile({"b/sock.png"})
 
 
