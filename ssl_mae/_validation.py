@@ -20,7 +20,7 @@ INDEX_DTYPES = (torch.int64, torch.int32)
 
 def check_mask_ratio(mask_ratio: float, name: str = "mask_ratio") -> float:
     """Checks that a masking ratio lies in [0, 1) and returns it as a float."""
-    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)):
+    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1), got {mask_ratio!r}")
     if not 0.0 <= float(mask_ratio) < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {mask_ratio!r}")
