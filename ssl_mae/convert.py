@@ -271,6 +271,18 @@ def infer_official_architecture(state_dict: Mapping[str, Tensor]) -> dict[str, A
         raise ValueError(
             f"state_dict is not an official MAE / timm ViT state dict: missing {absent}"
         )
+    for key, ndim, layout in (
+        ("pos_embed", 3, "(1, N, D)"),
+        ("patch_embed.proj.weight", 4, "(D, C, p, p)"),
+        ("blocks.0.mlp.fc1.weight", 2, "(hidden, D)"),
+    ):
+        value = state_dict[key]
+        if not isinstance(value, Tensor) or value.ndim != ndim:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(
+                f"state_dict[{key!r}] must be a tensor of shape {layout}, got {shape}; this is "
+                "not an official MAE / timm ViT state dict"
+            )
     embed_dim, in_chans, patch_size, _ = state_dict["patch_embed.proj.weight"].shape
     num_tokens = state_dict["pos_embed"].shape[1]
     has_cls = "cls_token" in state_dict

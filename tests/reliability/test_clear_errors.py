@@ -25,7 +25,7 @@ from torch import nn
 
 import ssl_mae
 from ssl_mae import masking
-from ssl_mae.convert import unwrap_checkpoint
+from ssl_mae.convert import infer_official_architecture, unwrap_checkpoint
 from ssl_mae.core import MaskedAutoencoder
 from ssl_mae.data import GPUResidentLoader, TensorImageDataset, normalize_images, read_idx
 from ssl_mae.evaluation import (
@@ -44,7 +44,7 @@ from ssl_mae.evaluation import (
 from ssl_mae.flops import flops_per_image, mae_flops
 from ssl_mae.hf import ViTMAEConfig, ViTMAEForPreTraining
 from ssl_mae.loss import MAELoss, normalize_patches
-from ssl_mae.models import SimpleMAE, build_model, mae_vit_micro_patch4
+from ssl_mae.models import MAE, SimpleMAE, build_model, mae_vit_micro_patch4
 from ssl_mae.models.hivit.pretraining import HiViTMAEForPreTraining
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
@@ -548,6 +548,16 @@ ERROR_CASES = [
           TypeError, "checkpoint", "load-official-file-holds-a-list"),
     _case("MAE.load_official", lambda tmp: _mae().load_official(_fifo(tmp, "model.pth")),
           OSError, "not a regular file", "load-official-fifo"),
+    _case("MAE.from_official", lambda tmp: MAE.from_official(tmp),
+          IsADirectoryError, "is a directory", "from-official-directory"),
+    _case("ssl_mae.convert.infer_official_architecture",
+          lambda _: infer_official_architecture(
+              {**_mae().to_official_state_dict(), "patch_embed.proj.weight": _images(64, 16)}),
+          ValueError, "patch_embed.proj.weight", "infer-architecture-flat-patch-weight"),
+    _case("ssl_mae.convert.infer_official_architecture",
+          lambda _: infer_official_architecture(
+              {**_mae().to_official_state_dict(), "pos_embed": _images(50, 64)}),
+          ValueError, "pos_embed", "infer-architecture-2d-pos-embed"),
     # SimpleMAE and HiViT: errors name the façade's own arguments
     _case("ssl_mae.SimpleMAE", lambda _: SimpleMAE(_timm_vit(), decoder_dim=30),
           ValueError, "decoder_dim", "simple-mae-decoder-dim-not-multiple-of-4"),
