@@ -7,15 +7,20 @@ inside torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import numbers
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+# Integer dtypes that gather/scatter/index_select take as indices.
+INDEX_DTYPES = (torch.int64, torch.int32)
+
 
 def check_mask_ratio(mask_ratio: float, name: str = "mask_ratio") -> float:
     """Checks that a masking ratio lies in [0, 1) and returns it as a float."""
-    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)):
+    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1), got {mask_ratio!r}")
     if not 0.0 <= float(mask_ratio) < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {mask_ratio!r}")
@@ -29,6 +34,116 @@ def check_positive_int(value: int, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def check_nonnegative_int(value: int, name: str) -> int:
+    """Checks that ``value`` is an integer >= 0 (bools are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 0, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return value
+
+
+def _range_doc(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return "finite"
+
+
+def check_float(
+    value: float,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Checks that ``value`` is a finite real number in a range and returns it as a float.
+
+    Bools and strings are a ``TypeError``; NaN, infinity and values outside the range a
+    ``ValueError`` (a NaN learning rate or an infinite epsilon never fails later, it silently
+    trains on garbage).
+
+    Args:
+        value: The number to check (Python or NumPy ints and floats are accepted).
+        name: Argument name used in the error message.
+        low: Smallest allowed value, or None.
+        high: Largest allowed value, or None.
+        low_open: Exclude ``low`` itself.
+        high_open: Exclude ``high`` itself.
+    """
+    allowed = _range_doc(low, high, low_open, high_open)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number {allowed}, got {value!r}")
+    number = float(value)
+    below = low is not None and (number <= low if low_open else number < low)
+    above = high is not None and (number >= high if high_open else number > high)
+    if not math.isfinite(number) or below or above:
+        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
+    return number
+
+
+def check_positive_float(value: float, name: str) -> float:
+    """Checks a finite number > 0 (bools rejected) and returns it as a float."""
+    return check_float(value, name, low=0.0, low_open=True)
+
+
+def check_nonnegative_float(value: float, name: str) -> float:
+    """Checks a finite number >= 0 (bools rejected) and returns it as a float."""
+    return check_float(value, name, low=0.0)
+
+
+def check_bool(value: bool, name: str) -> bool:
+    """Checks that ``value`` is a bool (``1`` or ``"yes"`` are not silently taken as True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def check_generator(generator: object, name: str = "generator") -> torch.Generator | None:
+    """Checks that ``generator`` is None or a ``torch.Generator`` (a seed is not one)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{name} must be a torch.Generator or None, got {generator!r}; for a seed use "
+            f"torch.Generator().manual_seed(seed)"
+        )
+    return generator
+
+
+def check_normalize(normalize: object, name: str = "normalize") -> tuple[list[float], list[float]]:
+    """Checks a ``{"mean": [...], "std": [...]}`` normalisation and returns (mean, std) as float
+    lists: non-empty, of equal length, finite, and std > 0."""
+    if not isinstance(normalize, Mapping):
+        raise TypeError(
+            f'{name} must be None or a dict with keys "mean" and "std", got {normalize!r}'
+        )
+    missing = [key for key in ("mean", "std") if key not in normalize]
+    if missing:
+        raise ValueError(
+            f'{name} must have keys "mean" and "std", missing {missing} in {normalize!r}'
+        )
+    values: dict[str, list[float]] = {}
+    for key in ("mean", "std"):
+        entries = normalize[key]
+        if not isinstance(entries, Sequence) or isinstance(entries, str) or len(entries) == 0:
+            raise TypeError(f'{name}["{key}"] must be a non-empty list of floats, got {entries!r}')
+        # A NaN mean or an infinite std would turn every pixel into NaN or 0.
+        values[key] = [check_float(v, f'{name}["{key}"] entries') for v in entries]
+    mean, std = values["mean"], values["std"]
+    if len(mean) != len(std):
+        raise ValueError(
+            f'{name}["mean"] and {name}["std"] must have the same length, got '
+            f"{len(mean)} and {len(std)} entries ({normalize!r})"
+        )
+    if not all(s > 0 for s in std):
+        raise ValueError(f'{name}["std"] must be positive, got {std}')
+    return mean, std
 
 
 def to_2tuple(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -79,18 +194,43 @@ def check_tensor(
     return tensor
 
 
+def reads_back(tensor: Tensor) -> bool:
+    """Whether a check may read ``tensor``'s values back to the host.
+
+    Only for CPU tensors outside ``torch.compile``: on an accelerator the read-back would stall
+    the training loop every step, and under ``torch.compile`` it would split the graph. This is
+    the one place that policy is written down.
+    """
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def check_finite(tensor: Tensor, name: str) -> Tensor:
+    """Rejects NaN and infinity in a CPU tensor (see :func:`reads_back`); a no-op elsewhere."""
+    if tensor.numel() and reads_back(tensor) and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(
+            f"{name} must be finite, got NaN or inf in {bad} of its {tensor.numel()} values"
+        )
+    return tensor
+
+
 def check_index(index: object, name: str, sequence_length: int, batch_size: int) -> Tensor:
-    """Checks a (B, K) integer index tensor against a sequence of ``sequence_length`` tokens."""
+    """Checks a (B, K) int64/int32 index tensor against a sequence of ``sequence_length``
+    tokens."""
     idx = check_tensor(index, name, ndim=2, shape_doc="(B, K)", integer=True)
+    if idx.dtype not in INDEX_DTYPES:
+        raise TypeError(
+            f"{name} must have dtype torch.int64 or torch.int32 (torch indexes with those), "
+            f"got {idx.dtype}; convert with .long()"
+        )
     if idx.shape[0] != batch_size:
         raise ValueError(
             f"{name} must have batch size {batch_size} (its shape is (B, K)), "
             f"got shape {tuple(idx.shape)}"
         )
-    # The range check reads values back to the host; on accelerators that would stall the
-    # training loop every step, so it only runs for CPU tensors (CUDA gathers assert on their own).
-    # Under torch.compile the read-back would split the graph, so it is skipped there too.
-    if idx.numel() > 0 and idx.device.type == "cpu" and not torch.compiler.is_compiling():
+    # The range check reads values back to the host, so it runs for CPU tensors only (CUDA
+    # gathers assert on their own).
+    if idx.numel() > 0 and reads_back(idx):
         low, high = int(idx.min()), int(idx.max())
         if low < 0 or high >= sequence_length:
             raise ValueError(
@@ -98,6 +238,23 @@ def check_index(index: object, name: str, sequence_length: int, batch_size: int)
                 f"{sequence_length}), got values in [{low}, {high}]"
             )
     return idx
+
+
+def check_permutation(index: Tensor, name: str) -> Tensor:
+    """Checks that every row of a (B, L) index tensor is a permutation of ``range(L)``.
+
+    A repeated index in ``ids_restore`` would copy one token into two places and drop another
+    without any error. The check sorts the values on the host, so it runs for CPU tensors only
+    (see :func:`reads_back`).
+    """
+    if index.numel() and reads_back(index):
+        expected = torch.arange(index.shape[1], device=index.device)
+        if not bool((index.sort(dim=1).values == expected).all()):
+            raise ValueError(
+                f"{name} must hold every position of range({index.shape[1]}) exactly once per "
+                "sample (a permutation); some are repeated or missing"
+            )
+    return index
 
 
 def check_images(

@@ -29,11 +29,9 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import pickle
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -41,6 +39,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from ssl_mae._io import read_weights_file
 from ssl_mae.modules.decoder import MAEDecoder
 from ssl_mae.modules.encoder import MaskedVisionTransformer
 
@@ -111,30 +110,6 @@ class Checkpoint:
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _load_file(path: Path) -> Any:
-    """Reads a checkpoint file on the CPU without running pickled code.
-
-    ``weights_only=True`` loading also admits the ``argparse.Namespace`` that the official
-    ``main_pretrain.py`` saves as ``args`` (plain attributes only).
-    """
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    try:
-        if safe_globals is None:
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-        with safe_globals([argparse.Namespace]):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"checkpoint file {str(path)!r} holds Python objects that are not loaded without "
-            f"running their code ({error}); if you trust the file, load it with "
-            "torch.load(path, weights_only=False) and pass the loaded dict"
-        ) from None
-
-
 def _hyperparameters(loaded: Mapping[str, Any]) -> dict[str, Any]:
     """The hyper-parameters stored next to the weights (official ``args``, Lightning's)."""
     args = loaded.get("args")
@@ -165,10 +140,10 @@ def read_checkpoint(
     if isinstance(checkpoint, Checkpoint):
         return checkpoint
     if isinstance(checkpoint, (str, os.PathLike)):
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
-        loaded: Any = _load_file(path)
+        # Official main_pretrain.py checkpoints store their arguments as a Namespace.
+        loaded: Any = read_weights_file(
+            checkpoint, "checkpoint file", allowed_globals=(argparse.Namespace,)
+        )
     else:
         loaded = checkpoint
     if not isinstance(loaded, Mapping):
@@ -372,6 +347,18 @@ def infer_official_architecture(state_dict: Mapping[str, Tensor]) -> dict[str, A
         raise ValueError(
             f"state_dict is not an official MAE / timm ViT state dict: missing {absent}"
         )
+    for key, ndim, layout in (
+        ("pos_embed", 3, "(1, N, D)"),
+        ("patch_embed.proj.weight", 4, "(D, C, p, p)"),
+        ("blocks.0.mlp.fc1.weight", 2, "(hidden, D)"),
+    ):
+        value = state_dict[key]
+        if not isinstance(value, Tensor) or value.ndim != ndim:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(
+                f"state_dict[{key!r}] must be a tensor of shape {layout}, got {shape}; this is "
+                "not an official MAE / timm ViT state dict"
+            )
     embed_dim, in_chans, patch_size, _ = state_dict["patch_embed.proj.weight"].shape
     num_tokens = state_dict["pos_embed"].shape[1]
     has_cls = "cls_token" in state_dict

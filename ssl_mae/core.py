@@ -25,7 +25,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from ssl_mae._validation import check_images, check_mask_ratio, check_tensor
+from ssl_mae._validation import (
+    check_bool,
+    check_generator,
+    check_images,
+    check_mask_ratio,
+    check_tensor,
+)
 from ssl_mae.loss import MAELoss, PixelTarget
 from ssl_mae.masking import (
     TokenMasking,
@@ -206,6 +212,14 @@ def encode_visible(
         size_hint="; pass interpolate_pos_encoding=True for other sizes",
     )
     mask_ratio = check_mask_ratio(mask_ratio)
+    check_generator(generator)
+    for flag, flag_name in (
+        (interpolate_pos_encoding, "interpolate_pos_encoding"),
+        (output_hidden_states, "output_hidden_states"),
+        (output_attentions, "output_attentions"),
+    ):
+        if flag is not None:  # None means False, as in Hugging Face
+            check_bool(flag, flag_name)
     if noise is not None:
         noise = check_tensor(noise, "noise", ndim=2, shape_doc="(B, L)", floating=True)
         noise = noise.to(images.device)

@@ -12,7 +12,16 @@ from typing import Any
 
 import torch
 
-from ssl_mae._validation import as_device, check_mask_ratio, check_positive_int, to_2tuple
+from ssl_mae._validation import (
+    as_device,
+    check_bool,
+    check_float,
+    check_mask_ratio,
+    check_nonnegative_int,
+    check_positive_float,
+    check_positive_int,
+    to_2tuple,
+)
 from ssl_mae.masking import num_patches_to_decode, num_patches_to_keep
 
 __all__ = ["MAEFlops", "device_peak_flops", "flops_per_image", "mae_flops"]
@@ -146,16 +155,10 @@ def mae_flops(
     ):
         check_positive_int(value, name)
     mask_ratio = check_mask_ratio(mask_ratio)
-    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
-        raise TypeError(f"num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}")
-    if num_prefix_tokens < 0:
-        raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
-    if not mlp_ratio > 0:
-        raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
-    if isinstance(decode_ratio, bool) or not isinstance(decode_ratio, (int, float)):
-        raise TypeError(f"decode_ratio must be a float in (0, 1], got {decode_ratio!r}")
-    if not 0.0 < decode_ratio <= 1.0:
-        raise ValueError(f"decode_ratio must be in (0, 1], got {decode_ratio!r}")
+    check_nonnegative_int(num_prefix_tokens, "num_prefix_tokens")
+    check_positive_float(mlp_ratio, "mlp_ratio")
+    check_bool(predict_all, "predict_all")
+    decode_ratio = check_float(decode_ratio, "decode_ratio", 0.0, 1.0, low_open=True)
     if decoder not in _DECODERS:
         raise ValueError(f"decoder must be one of {list(_DECODERS)}, got {decoder!r}")
 
@@ -198,7 +201,7 @@ def flops_per_image(training: bool = True, **config: Any) -> float:
         FLOPs per image, e.g. 58.7e9 for ViT-B/16 at 224 px with an 8 x 512 decoder.
     """
     flops = mae_flops(**config)
-    return flops.train if training else flops.forward
+    return flops.train if check_bool(training, "training") else flops.forward
 
 
 # Dense (no sparsity) peak tensor-core throughput in FLOP/s, from the vendors' data sheets,

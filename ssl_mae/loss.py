@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ssl_mae import masking
-from ssl_mae._validation import check_positive_int, check_tensor
+from ssl_mae._validation import check_bool, check_positive_float, check_positive_int, check_tensor
 
 __all__ = ["MAELoss", "PixelTarget", "masked_patch_targets", "normalize_patches"]
 
@@ -38,12 +38,23 @@ def normalize_patches(patches: Tensor, eps: float = 1e-6) -> Tensor:
     The variance is the unbiased one, ``(x - mean) / sqrt(var + eps)``, as in the official code.
 
     Args:
-        patches: (..., P) patches.
+        patches: (..., P) patches, P >= 2 (the unbiased variance of one value is undefined).
         eps: Added to the variance.
 
     Returns:
         (..., P) normalised patches.
+
+    Raises:
+        ValueError: For patches of fewer than two values.
     """
+    if patches.shape[-1] < 2:
+        raise ValueError(
+            f"norm_pix needs patches of at least 2 values (P >= 2) to normalise them by their "
+            f"variance, got P={patches.shape[-1]} (shape {tuple(patches.shape)}); use "
+            f"norm_pix=False or larger patches"
+        )
+    if patches.numel() == 0:  # no patch at all: nothing to normalise (and no variance warning)
+        return patches
     mean = patches.mean(dim=-1, keepdim=True)
     var = patches.var(dim=-1, keepdim=True)
     return (patches - mean) / (var + eps) ** 0.5
@@ -90,14 +101,8 @@ class MAELoss(nn.Module):
 
     def __init__(self, norm_pix: bool = False, eps: float = 1e-6) -> None:
         super().__init__()
-        if not isinstance(norm_pix, bool):
-            raise TypeError(f"norm_pix must be a bool, got {norm_pix!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-            raise TypeError(f"eps must be a positive float, got {eps!r}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
-        self.norm_pix = norm_pix
-        self.eps = eps
+        self.norm_pix = check_bool(norm_pix, "norm_pix")
+        self.eps = check_positive_float(eps, "eps")
 
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         """Computes the loss.
@@ -117,12 +122,19 @@ class MAELoss(nn.Module):
                 f"pred and target must have the same shape (B, K, P), got {tuple(pred.shape)} "
                 f"and {tuple(target.shape)}"
             )
+        if pred.shape[-1] == 0:
+            raise ValueError(
+                f"pred and target must hold at least one value per patch (P >= 1), got shape "
+                f"{tuple(pred.shape)}"
+            )
         target = target.float()
         if self.norm_pix:
             target = normalize_patches(target, self.eps)
         per_patch = (pred.float() - target).pow(2).mean(dim=-1)
         if mask is None:
-            return per_patch.mean()
+            # No patch to score (B or K is 0, e.g. mask ratio 0): 0 rather than the mean of
+            # nothing, NaN, as the masked form below does.
+            return per_patch.mean() if per_patch.numel() else per_patch.sum()
         check_tensor(mask, "mask", ndim=2, shape_doc="(B, K)")
         if tuple(mask.shape) != tuple(per_patch.shape):
             raise ValueError(

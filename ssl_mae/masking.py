@@ -22,10 +22,14 @@ import torch
 from torch import Tensor
 
 from ssl_mae._validation import (
+    as_device,
+    check_finite,
+    check_generator,
     check_index,
     check_mask_ratio,
     check_positive_int,
     check_tensor,
+    reads_back,
     to_2tuple,
 )
 
@@ -62,7 +66,18 @@ def _check_noise(noise: Tensor, batch_size: int, length: int, what: str) -> Tens
             f"noise must have shape (B, {what}) = ({batch_size}, {length}), "
             f"got {tuple(noise.shape)}"
         )
-    return noise
+    # argsort puts NaN last in an arbitrary but fixed order: all-NaN noise would give every
+    # sample the same mask. Like the index range checks, this runs for CPU tensors only.
+    return check_finite(noise, "noise")
+
+
+def _check_keeps_a_token(num_kept: int, mask_ratio: float, sequence_length: int) -> None:
+    """Both conventions refuse a ratio that leaves nothing to encode."""
+    if num_kept == 0:
+        raise ValueError(
+            f"mask_ratio={mask_ratio} keeps no token at all for sequence length "
+            f"{sequence_length}; lower mask_ratio"
+        )
 
 
 def _check_token_mask_ratio(mask_ratio: float) -> float:
@@ -129,6 +144,10 @@ def random_token_mask(
             f"{sequence_length}, got {num_prefix_tokens}"
         )
 
+    check_generator(generator)
+    if device is not None:
+        device = as_device(device)
+
     num_fixed = 0 if mask_class_token else num_prefix_tokens
     num_maskable = sequence_length - num_fixed
     num_keep = num_patches_to_keep(num_maskable, mask_ratio)
@@ -172,8 +191,10 @@ def random_masking(
     """
     check_tensor(x, "x", ndim=3, shape_doc="(B, L, D)")
     mask_ratio = check_mask_ratio(mask_ratio)
+    check_generator(generator)
     batch_size, length, dim = x.shape
     len_keep = num_patches_to_keep(length, mask_ratio)
+    _check_keeps_a_token(len_keep, mask_ratio, length)
     if noise is None:
         noise = torch.rand(batch_size, length, device=x.device, generator=generator)
     else:
@@ -310,8 +331,7 @@ def restore_index(idx_keep: Tensor, idx_mask: Tensor) -> Tensor:
     length = order.shape[1]
     check_index(order, "idx_keep and idx_mask", length, order.shape[0])
     restored = _inverse_permutation(order)
-    checkable = restored.device.type == "cpu" and not torch.compiler.is_compiling()
-    if checkable and restored.numel() and bool((restored < 0).any()):
+    if restored.numel() and reads_back(restored) and bool((restored < 0).any()):
         raise ValueError(
             f"idx_keep and idx_mask must together hold every position of range({length}) "
             "exactly once per sample; some are duplicated or overlap"
@@ -454,6 +474,11 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
     check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)")
     patch_size = check_positive_int(patch_size, "patch_size")
     batch_size, channels, height, width = images.shape
+    if not (channels and height and width):
+        raise ValueError(
+            f"images must have at least one channel and one pixel (C, H, W >= 1), "
+            f"got shape {tuple(images.shape)}"
+        )
     if height % patch_size or width % patch_size:
         raise ValueError(
             f"images height and width must be multiples of patch_size={patch_size}, "
@@ -486,6 +511,10 @@ def unpatchify(
     check_tensor(patches, "patches", ndim=3, shape_doc="(B, L, p*p*C)")
     patch_size = check_positive_int(patch_size, "patch_size")
     batch_size, length, patch_dim = patches.shape
+    if length == 0:
+        raise ValueError(
+            f"patches must hold at least one patch (L >= 1), got shape {tuple(patches.shape)}"
+        )
     pixels = patch_size * patch_size
     if channels is None:
         if patch_dim % pixels:

@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_mae._validation import check_positive_int, check_tensor, to_2tuple
+from ssl_mae._validation import (
+    check_bool,
+    check_nonnegative_int,
+    check_positive_int,
+    check_tensor,
+    to_2tuple,
+)
 
 __all__ = ["get_1d_sincos_pos_embed", "get_2d_sincos_pos_embed", "interpolate_pos_embed"]
 
@@ -61,10 +67,7 @@ def get_2d_sincos_pos_embed(
             f"embed_dim must be a multiple of 4 for a 2-D sin-cos embedding, got {embed_dim}"
         )
     grid_h, grid_w = to_2tuple(grid_size, "grid_size")
-    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
-        raise TypeError(f"num_prefix_tokens must be a non-negative int, got {num_prefix_tokens!r}")
-    if num_prefix_tokens < 0:
-        raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
+    check_nonnegative_int(num_prefix_tokens, "num_prefix_tokens")
 
     # Coordinates as in the official code: float32 grid, row-major over (h, w).
     rows = torch.arange(grid_h, dtype=torch.float32)
@@ -101,14 +104,32 @@ def interpolate_pos_embed(
     Returns:
         Tensor of the same rank as ``pos_embed`` with ``new_h * new_w`` patch rows.
     """
-    if not isinstance(pos_embed, Tensor) or pos_embed.ndim not in (2, 3):
-        shape = tuple(pos_embed.shape) if isinstance(pos_embed, Tensor) else type(pos_embed)
-        raise ValueError(f"pos_embed must have shape (1, N, D) or (N, D), got {shape}")
+    if not isinstance(pos_embed, Tensor):
+        raise TypeError(
+            f"pos_embed must be a torch.Tensor of shape (1, N, D) or (N, D), got "
+            f"{type(pos_embed).__name__}"
+        )
+    if pos_embed.ndim not in (2, 3):
+        raise ValueError(
+            f"pos_embed must have shape (1, N, D) or (N, D), got {tuple(pos_embed.shape)}"
+        )
     squeeze = pos_embed.ndim == 2
     pe = pos_embed.unsqueeze(0) if squeeze else pos_embed
     check_tensor(pe, "pos_embed", ndim=3, shape_doc="(1, N, D)", floating=True)
+    if pe.shape[0] != 1:
+        raise ValueError(
+            f"pos_embed must hold one table, shape (1, N, D) or (N, D), got shape "
+            f"{tuple(pos_embed.shape)}"
+        )
     new_h, new_w = to_2tuple(new_grid, "new_grid")
+    check_nonnegative_int(num_prefix_tokens, "num_prefix_tokens")
+    check_bool(antialias, "antialias")
     num_patches = pe.shape[1] - num_prefix_tokens
+    if num_patches < 1:
+        raise ValueError(
+            f"num_prefix_tokens must leave at least one patch row of the {pe.shape[1]} rows of "
+            f"pos_embed, got num_prefix_tokens={num_prefix_tokens}"
+        )
     if old_grid is None:
         side = round(num_patches**0.5)
         if side * side != num_patches:

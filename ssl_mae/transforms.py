@@ -22,7 +22,17 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-from ssl_mae._validation import check_positive_int, check_tensor, to_2tuple
+from ssl_mae._validation import (
+    as_device,
+    check_finite,
+    check_float,
+    check_generator,
+    check_normalize,
+    check_positive_int,
+    check_tensor,
+    reads_back,
+    to_2tuple,
+)
 
 IMAGENET_NORMALIZE: dict[str, list[float]] = {
     "mean": [0.485, 0.456, 0.406],
@@ -39,37 +49,30 @@ FASHION_MNIST_NORMALIZE: dict[str, list[float]] = {"mean": [0.2860], "std": [0.3
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
 
 
-def _check_normalize(normalize: object, name: str = "normalize") -> tuple[list[float], list[float]]:
-    """Checks a ``{"mean": [...], "std": [...]}`` dict and returns (mean, std) as float lists."""
-    if not isinstance(normalize, dict):
-        raise TypeError(
-            f'{name} must be None or a dict with keys "mean" and "std", got {normalize!r}'
-        )
-    missing = [key for key in ("mean", "std") if key not in normalize]
-    if missing:
+def _check_pixel_range(pixels: Tensor, name: str) -> None:
+    """Float images must hold finite values in [0, 1]: the transforms clamp their output to that
+    range, so a [0, 255] float image would come out white and a normalised one black. Like
+    every value check, this reads back CPU tensors only."""
+    if not pixels.is_floating_point() or not pixels.numel() or not reads_back(pixels):
+        return
+    check_finite(pixels, name)
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0.0 or high > 1.0:
         raise ValueError(
-            f'{name} must have keys "mean" and "std", missing {missing} in {normalize!r}'
+            f"{name} with a floating point dtype must hold values in [0, 1], got values in "
+            f"[{low:g}, {high:g}]; pass uint8 images or divide by 255"
         )
-    values: dict[str, list[float]] = {}
-    for key in ("mean", "std"):
-        entries = normalize[key]
-        if (
-            not isinstance(entries, Sequence)
-            or isinstance(entries, str)
-            or len(entries) == 0
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entries)
-        ):
-            raise TypeError(f'{name}["{key}"] must be a non-empty list of floats, got {entries!r}')
-        values[key] = [float(v) for v in entries]
-    mean, std = values["mean"], values["std"]
-    if len(mean) != len(std):
-        raise ValueError(
-            f'{name}["mean"] and {name}["std"] must have the same length, got '
-            f"{len(mean)} and {len(std)} entries ({normalize!r})"
-        )
-    if not all(s > 0 for s in std):
-        raise ValueError(f'{name}["std"] must be positive, got {std}')
-    return mean, std
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """PIL images with 16/32-bit integer or float pixels (modes ``I;16``, ``I``, ``F``) to 8-bit
+    ``L`` with the image-folder rules, so ``ToDtype(scale=True)`` sees 0..255 values (it
+    would pass float pixels through unscaled and divide 32-bit integers by 2**31)."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    from ssl_mae.data.image_modes import convert_image_mode
+
+    return convert_image_mode(image, "L")
 
 
 def _check_min_scale(min_scale: object) -> float:
@@ -140,7 +143,7 @@ class MAETransform:
         if isinstance(normalize, dict) and not normalize:
             normalize = None  # Lightly: an empty dict means no normalisation
         self.normalize = normalize
-        self._mean_std = None if normalize is None else _check_normalize(normalize)
+        self._mean_std = None if normalize is None else check_normalize(normalize)
         if num_channels is not None:
             check_positive_int(num_channels, "num_channels")
             if self._mean_std is not None and len(self._mean_std[0]) not in (1, num_channels):
@@ -201,8 +204,14 @@ class MAETransform:
                 raise TypeError(
                     f"image must be a uint8 or floating point tensor, got dtype {tensor.dtype}"
                 )
+            if not all(tensor.shape):
+                raise ValueError(f"image must not be empty, got shape {tuple(tensor.shape)}")
+            _check_pixel_range(tensor, "image")
             num_channels = tensor.shape[0]
         elif isinstance(image, Image.Image):
+            if not (image.width and image.height):
+                raise ValueError(f"image must not be empty, got size {image.size}")
+            image = _to_8_bit(image)
             num_channels = len(image.getbands())
         else:
             raise TypeError(
@@ -297,11 +306,7 @@ class BatchedMAEAugment(nn.Module):
         if not 0.0 < ratio[0] <= ratio[1] or not math.isfinite(ratio[1]):
             raise ValueError(f"ratio must satisfy 0 < min <= max < inf, got {ratio!r}")
         self.ratio = (float(ratio[0]), float(ratio[1]))
-        if isinstance(hflip_prob, bool) or not isinstance(hflip_prob, (int, float)):
-            raise TypeError(f"hflip_prob must be a float in [0, 1], got {hflip_prob!r}")
-        if not 0.0 <= hflip_prob <= 1.0:
-            raise ValueError(f"hflip_prob must be in [0, 1], got {hflip_prob!r}")
-        self.hflip_prob = float(hflip_prob)
+        self.hflip_prob = check_float(hflip_prob, "hflip_prob", 0.0, 1.0)
         if interpolation not in ("bilinear", "bicubic", "nearest"):
             raise ValueError(
                 "interpolation must be one of 'bilinear', 'bicubic', 'nearest', "
@@ -309,7 +314,7 @@ class BatchedMAEAugment(nn.Module):
             )
         self.interpolation: Interpolation = interpolation
         self.normalize = normalize
-        mean, std = ([], []) if normalize is None else _check_normalize(normalize)
+        mean, std = ([], []) if normalize is None else check_normalize(normalize)
         # Buffers follow module.to(device); not persistent since they are config, not state.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
@@ -336,10 +341,10 @@ class BatchedMAEAugment(nn.Module):
             :class:`CropParams` with tensors of shape (B,) on ``device``.
         """
         for name, value in (("batch_size", batch_size), ("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        draw_device = generator.device if generator is not None else torch.device(device or "cpu")
-        out_device = torch.device(device) if device is not None else draw_device
+            check_positive_int(value, name)
+        check_generator(generator)
+        draw_device = generator.device if generator is not None else as_device(device or "cpu")
+        out_device = as_device(device) if device is not None else draw_device
         tries = 10
         # float64 keeps rounding of the box sides as close to torchvision's Python floats as
         # possible; MPS has no float64.
@@ -472,8 +477,9 @@ class BatchedMAEAugment(nn.Module):
             raise TypeError(
                 f"images must be a uint8 or floating point tensor, got dtype {tensor.dtype}"
             )
-        if tensor.shape[0] == 0 or tensor.shape[2] == 0 or tensor.shape[3] == 0:
+        if not all(tensor.shape):
             raise ValueError(f"images must be non-empty, got shape {tuple(tensor.shape)}")
+        _check_pixel_range(tensor, "images")
         return tensor
 
     def extra_repr(self) -> str:

@@ -18,7 +18,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ssl_mae._validation import check_mask_ratio, check_tensor
+from ssl_mae._validation import (
+    check_mask_ratio,
+    check_normalize,
+    check_positive_float,
+    check_positive_int,
+    check_tensor,
+)
 from ssl_mae.core import as_masked_autoencoder
 from ssl_mae.loss import MAELoss, PixelTarget
 from ssl_mae.masking import patchify, unpatchify
@@ -126,8 +132,9 @@ def denormalize(images: Tensor, normalize: Mapping[str, Sequence[float]] | None)
     """
     images = check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)", floating=True)
     if normalize is not None:
-        mean = torch.tensor(normalize["mean"], dtype=images.dtype, device=images.device)
-        std = torch.tensor(normalize["std"], dtype=images.dtype, device=images.device)
+        mean_values, std_values = check_normalize(normalize)
+        mean = torch.tensor(mean_values, dtype=images.dtype, device=images.device)
+        std = torch.tensor(std_values, dtype=images.dtype, device=images.device)
         if mean.numel() not in (1, images.shape[1]):
             raise ValueError(
                 f"normalize has {mean.numel()} entries but images have {images.shape[1]} "
@@ -161,6 +168,8 @@ def save_reconstruction_grid(
     target = Path(path)
     if target.suffix.lower() != ".png":
         raise ValueError(f"path must end in .png, got {str(path)!r}")
+    check_positive_int(dpi, "dpi")
+    check_positive_float(cell_inches, "cell_inches")
     # The object-oriented Agg API: no pyplot state, no global backend switch.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

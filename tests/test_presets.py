@@ -221,7 +221,7 @@ def test_pretrain_module_rejects_bad_arguments() -> None:
         PretrainModule("hivit")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"unknown keyword arguments \['epochs'\]"):
         PretrainModule(core, epochs=3)
-    with pytest.raises(ValueError, match="base_lr must be a number >= 0"):
+    with pytest.raises(ValueError, match="base_lr must be a finite number >= 0"):
         PretrainModule(core, base_lr=-1.0)
     with pytest.raises(TypeError, match="model_overrides must hold plain values"):
         PretrainModule(core, model_overrides={"norm": nn.LayerNorm})

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ssl_mae._validation import as_device, check_positive_int
+from ssl_mae._validation import as_device, check_bool, check_positive_int
 from ssl_mae.data.tensor_dataset import TensorImageDataset
 
 __all__ = ["GPUResidentLoader"]
@@ -66,6 +66,8 @@ class GPUResidentLoader:
                 f"{images.dtype} and shape {tuple(images.shape)}"
             )
         self.batch_size = check_positive_int(batch_size, "batch_size")
+        check_bool(shuffle, "shuffle")
+        check_bool(drop_last, "drop_last")
         if drop_last and self.batch_size > images.shape[0]:
             raise ValueError(
                 f"batch_size ({batch_size}) is larger than the dataset ({images.shape[0]} images) "

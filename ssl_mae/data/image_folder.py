@@ -10,16 +10,23 @@ Layouts (``layout`` argument):
   loudly instead of training on a fake class 0.
 * ``"auto"`` (default): ``"flat"`` if ``root`` holds image files directly, else ``"classes"``.
 
-Hidden folders (names starting with ``.``) are not searched. Extensions match case-insensitively.
+Hidden folders (names starting with ``.``) are not searched; symlinked folders are followed (a
+folder reached twice, e.g. through a symlink loop, is read once). Extensions match
+case-insensitively.
+
+Only regular files are read: a FIFO, socket or device named ``x.png`` is an unreadable file (it
+is never opened for a blocking read, which would hang the loader forever). A folder that cannot
+be listed (no permission) is counted and listed with the skipped files, never silently dropped;
+with ``on_error="raise"`` it is an ``OSError`` when the dataset is built.
 
 Unreadable files (corrupt, truncated, zero bytes, not an image despite the extension, an image mode
-Pillow cannot convert) never crash a run. With ``on_error="skip"`` (default) ``dataset[i]``
-returns ``None`` and ``collate_skip_none`` drops those samples from the batch. Which files failed
-is stored in a boolean tensor in shared memory, one flag per sample: DataLoader workers (forked or
-spawned processes) set the flags, the main process reads them, so ``num_skipped``,
-``skipped_paths()`` and ``report_skipped()`` are correct with any ``num_workers``. Flags are set
-once per file, so later epochs do not count a file twice, and a file found bad is not decoded
-again. Under DDP every rank holds its own dataset and counts the files it read; sum
+Pillow cannot convert, not a regular file) never crash a run. With ``on_error="skip"`` (default)
+``dataset[i]`` returns ``None`` and ``collate_skip_none`` drops those samples from the batch. Which
+files failed is stored in a boolean tensor in shared memory, one flag per sample: DataLoader
+workers (forked or spawned processes) set the flags, the main process reads them, so
+``num_skipped``, ``skipped_paths()`` and ``report_skipped()`` are correct with any ``num_workers``.
+Flags are set once per file, so later epochs do not count a file twice, and a file found bad is not
+decoded again. Under DDP every rank holds its own dataset and counts the files it read; sum
 ``num_skipped`` over ranks (e.g. ``all_reduce``) for a global count.
 """
 
@@ -28,9 +35,10 @@ from __future__ import annotations
 import logging
 import operator
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import torch
 from PIL import Image, ImageOps
@@ -78,7 +86,7 @@ def load_image(path: str | Path, mode: str | None = "RGB") -> Image.Image:
             unidentified files, ``SyntaxError``/``ValueError``/``EOFError`` from some decoders,
             ``DecompressionBombError`` for huge images).
     """
-    with Image.open(path) as opened:
+    with _open_regular_file(path) as file, Image.open(file) as opened:
         opened.load()  # decode now: a truncated file fails here, not later inside a transform
         try:
             image = ImageOps.exif_transpose(opened)
@@ -87,21 +95,75 @@ def load_image(path: str | Path, mode: str | None = "RGB") -> Image.Image:
     return convert_image_mode(image, mode)
 
 
+def _open_regular_file(path: str | Path) -> BinaryIO:
+    """Opens ``path`` for reading if it is a regular file.
+
+    The file is opened without blocking and checked on its descriptor, so a FIFO named like an
+    image (whose ``open`` would wait forever for a writer) or a device is refused, also when it
+    replaced a regular file after the folder was listed.
+
+    Raises:
+        OSError: For anything but a regular file, or when it cannot be opened.
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(f"{str(path)!r} is not a regular file")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _find_images(directory: Path, extensions: frozenset[str]) -> list[Path]:
-    """All files under ``directory`` with a matching extension, sorted, hidden folders skipped."""
+def _find_images(directory: Path, extensions: frozenset[str], unreadable: list[Path]) -> list[Path]:
+    """Entries under ``directory`` with a matching extension, in sorted depth-first order.
+
+    Hidden folders are skipped, symlinked folders followed (each folder is read once, so a
+    symlink loop ends). Entries that are not folders are listed whatever their file type; the
+    reader refuses the ones that are not regular files. Folders that cannot be listed are
+    appended to ``unreadable``.
+    """
     found: list[Path] = []
-    for current, dirnames, filenames in os.walk(directory):
-        dirnames[:] = sorted(name for name in dirnames if not _is_hidden(name))
-        found.extend(
-            Path(current) / name
-            for name in sorted(filenames)
-            if os.path.splitext(name)[1].lower() in extensions
-        )
+    visited: set[tuple[int, int]] = set()
+    stack = [directory]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = folder.stat()
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError:
+            unreadable.append(folder)
+            continue
+        if (info.st_dev, info.st_ino) in visited:
+            continue
+        visited.add((info.st_dev, info.st_ino))
+        subfolders = []
+        for entry in entries:
+            try:
+                is_folder = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_folder = False
+            if is_folder:
+                if not _is_hidden(entry.name):
+                    subfolders.append(Path(entry.path))
+            elif os.path.splitext(entry.name)[1].lower() in extensions:
+                found.append(Path(entry.path))
+        stack.extend(reversed(subfolders))
     return found
+
+
+def _list_root(root: Path) -> list[Path]:
+    """The sorted entries of the dataset's root; an ``OSError`` naming it when it cannot be
+    listed (then nothing at all can be read)."""
+    try:
+        return sorted(root.iterdir())
+    except OSError as error:
+        raise OSError(f"root {str(root)!r} cannot be listed: {error}") from error
 
 
 def _normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
@@ -163,10 +225,11 @@ class ImageFolderDataset(Dataset[tuple[Any, int] | None]):
         self.mode = check_image_mode(mode)
         self.extensions = _normalise_extensions(extensions)
 
+        root_entries = _list_root(root_path)
         top_level_images = [
             entry
-            for entry in sorted(root_path.iterdir())
-            if entry.is_file() and entry.suffix.lower() in self.extensions
+            for entry in root_entries
+            if not entry.is_dir() and entry.suffix.lower() in self.extensions
         ]
         if layout == "auto":
             layout = "flat" if top_level_images else "classes"
@@ -174,17 +237,21 @@ class ImageFolderDataset(Dataset[tuple[Any, int] | None]):
 
         self.classes: list[str] = []
         self.samples: list[tuple[Path, int]] = []
+        unreadable: list[Path] = []
         if layout == "flat":
-            self.samples = [(path, UNLABELED) for path in _find_images(root_path, self.extensions)]
+            self.samples = [
+                (path, UNLABELED) for path in _find_images(root_path, self.extensions, unreadable)
+            ]
         else:
             self.classes = sorted(
                 entry.name
-                for entry in root_path.iterdir()
+                for entry in root_entries
                 if entry.is_dir() and not _is_hidden(entry.name)
             )
             for label, name in enumerate(self.classes):
                 self.samples.extend(
-                    (path, label) for path in _find_images(root_path / name, self.extensions)
+                    (path, label)
+                    for path in _find_images(root_path / name, self.extensions, unreadable)
                 )
             if top_level_images:
                 logger.warning(
@@ -192,10 +259,25 @@ class ImageFolderDataset(Dataset[tuple[Any, int] | None]):
                     len(top_level_images),
                     root_path,
                 )
+        if unreadable and on_error == "raise":
+            raise OSError(
+                f"{len(unreadable)} folder(s) under root {str(root)!r} cannot be listed "
+                f"(first: {str(unreadable[0])!r}); fix their permissions"
+            )
+        if unreadable:
+            logger.warning(
+                "%d folder(s) under %s cannot be listed and are skipped (first: %s)",
+                len(unreadable),
+                root_path,
+                unreadable[0],
+            )
+        #: Folders that could not be listed; counted in ``num_skipped``.
+        self.unreadable_folders: list[Path] = unreadable
         if not self.samples:
+            unlisted = f"; {len(unreadable)} folder(s) cannot be listed" if unreadable else ""
             raise ValueError(
                 f"root {str(root)!r} contains no image files (layout={layout!r}, extensions "
-                f"{sorted(self.extensions)})"
+                f"{sorted(self.extensions)}){unlisted}"
             )
         self.class_to_idx: dict[str, int] = {name: i for i, name in enumerate(self.classes)}
         self.root = root_path
@@ -244,12 +326,15 @@ class ImageFolderDataset(Dataset[tuple[Any, int] | None]):
 
     @property
     def num_skipped(self) -> int:
-        """Number of distinct files found unreadable so far (in any process)."""
-        return int(self._skipped.sum())
+        """Number of distinct files found unreadable so far (in any process), plus the folders
+        that could not be listed."""
+        return len(self.unreadable_folders) + int(self._skipped.sum())
 
     def skipped_paths(self) -> list[Path]:
-        """Paths of the files found unreadable so far, in sample order."""
-        return [self.samples[int(i)][0] for i in torch.nonzero(self._skipped).flatten()]
+        """The folders that could not be listed, then the files found unreadable so far, in
+        sample order."""
+        files = [self.samples[int(i)][0] for i in torch.nonzero(self._skipped).flatten()]
+        return [*self.unreadable_folders, *files]
 
     def report_skipped(self, log: logging.Logger | None = None) -> int:
         """Log ``"skipped N unreadable files (first: PATH)"`` as a warning if any were skipped.

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_mae._validation import check_normalize, check_tensor, to_2tuple
+
 __all__ = ["normalize_images"]
 
 
@@ -24,6 +26,17 @@ def normalize_images(
     Returns:
         (B, C, height, width) float32 images.
     """
+    check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)")
+    if not (images.dtype == torch.uint8 or images.is_floating_point()):
+        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
+    size = to_2tuple(size, "size")
+    if normalize is not None:
+        entries = len(check_normalize(normalize)[0])
+        if entries not in (1, images.shape[1]):
+            raise ValueError(
+                f"normalize has {entries} mean/std entries but images have {images.shape[1]} "
+                "channels; give 1 or C entries"
+            )
     pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     if tuple(pixels.shape[-2:]) != tuple(size):
         pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=True).clamp(0, 1)

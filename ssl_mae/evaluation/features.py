@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_mae._validation import check_positive_int
+from ssl_mae._validation import as_device, check_bool, check_positive_int
 
 Pool = Literal["cls", "mean", "prefix"]
 POOL_CHOICES: tuple[str, ...] = ("cls", "mean", "prefix")
@@ -152,7 +152,15 @@ def _split_batch(batch: object) -> tuple[Tensor, Tensor]:
     if not isinstance(images, Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images)
         raise ValueError(f"batch images must be a tensor of shape (B, C, H, W), got {shape}")
-    labels = torch.as_tensor(labels)
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"batch labels must be integers, got {type(labels).__name__}: {error}"
+        ) from None
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        # .long() would truncate 0.7 to class 0 without a word.
+        raise TypeError(f"batch labels must have an integer dtype, got {labels.dtype}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise ValueError(
             f"batch labels must have shape ({images.shape[0]},) to match the images, got "
@@ -197,14 +205,18 @@ def extract_features(
     Returns:
         ``(features, labels)``: (N, D) float32 features and (N,) int64 labels, both on the CPU.
     """
+    if not isinstance(encoder, nn.Module):
+        raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
     pool = check_pool(pool)
     check_positive_int(batch_size, "batch_size")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
+    if amp is not None:
+        check_bool(amp, "amp")
     loader = _as_loader(loader_or_dataset, batch_size, num_workers)
 
     original_device = module_device(encoder)
-    run_device = original_device if device is None else torch.device(device)
+    run_device = original_device if device is None else as_device(device)
     was_training = encoder.training
     encoder.eval()
     if run_device != original_device:

@@ -19,7 +19,7 @@ from timm.layers.drop import DropPath
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_mae._validation import check_positive_int
+from ssl_mae._validation import check_float, check_positive_int
 from ssl_mae.evaluation.features import (
     autocast_context,
     check_pool,
@@ -28,6 +28,7 @@ from ssl_mae.evaluation.features import (
     module_device,
 )
 from ssl_mae.evaluation.metrics import (
+    check_labels,
     check_nonnegative_float,
     check_positive_float,
     resolve_device,
@@ -341,6 +342,7 @@ def evaluate_classifier(
                 raise ValueError(
                     f"model must return (B, num_classes) logits, got shape {tuple(logits.shape)}"
                 )
+            check_labels(labels, "data labels", logits.shape[1], logits.shape[0])
             ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = ranked == labels.unsqueeze(1)
             hits1 += int(hits[:, 0].sum())
@@ -441,6 +443,9 @@ def finetune(
         check_positive_float(clip_grad_norm, "clip_grad_norm")
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
         raise ValueError(f"eval_every must be a non-negative int, got {eval_every!r}")
+    if isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2:
+        raise TypeError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    beta1, beta2 = (check_float(b, "betas", 0.0, 1.0, high_open=True) for b in betas)
 
     generator = torch.Generator().manual_seed(seed)
     if isinstance(model, FineTuneClassifier):
@@ -490,7 +495,7 @@ def finetune(
         total_steps = max_steps
 
     groups = param_groups_layer_decay(classifier, weight_decay, layer_decay)
-    optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=betas)
+    optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=(beta1, beta2))
 
     history: dict[str, list[float]] = {"train_loss": [], "lr": []}
     if eval_every:
@@ -503,6 +508,9 @@ def finetune(
         for images, labels in iterate_batches(train_loader):
             if step >= total_steps:
                 break
+            # The loop reads the loss back every step anyway, so checking the labels on the
+            # host costs no extra sync; out-of-range labels would fail deep in cross_entropy.
+            check_labels(labels, "train_data labels", num_classes, images.shape[0])
             current_lr = warmup_cosine_lr(step, total_steps, warmup_steps, peak_lr, min_lr)
             set_learning_rate(optimizer, current_lr)
             images, labels = images.to(run_device), labels.to(run_device, torch.long)

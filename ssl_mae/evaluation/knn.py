@@ -80,17 +80,17 @@ def knn_predict(
     check_positive_int(num_classes, "num_classes")
     train_labels = check_labels(train_labels, "train_labels", num_classes, train_features.shape[0])
     check_positive_int(k, "k")
-    if k > train_features.shape[0]:
+    temperature = check_positive_float(temperature, "temperature")
+    check_positive_int(chunk_size, "chunk_size")
+    run_device = resolve_device(device, train_features.device)
+    if k > train_features.shape[0]:  # warned only once every argument is known to be good
         warnings.warn(
             f"k={k} is larger than the bank of {train_features.shape[0]} training samples; "
             f"using k={train_features.shape[0]}",
             stacklevel=2,
         )
         k = train_features.shape[0]
-    temperature = check_positive_float(temperature, "temperature")
-    check_positive_int(chunk_size, "chunk_size")
 
-    run_device = resolve_device(device, train_features.device)
     bank = train_features.to(run_device, torch.float32)
     if normalize:
         bank = F.normalize(bank, dim=1)

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ssl_mae._validation import check_float, check_nonnegative_float, check_positive_float
+
 
 class LARS(Optimizer):
     """SGD with momentum and a per-matrix trust ratio.
@@ -35,14 +37,10 @@ class LARS(Optimizer):
         momentum: float = 0.9,
         trust_coefficient: float = 0.001,
     ) -> None:
-        if lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if trust_coefficient <= 0:
-            raise ValueError(f"trust_coefficient must be > 0, got {trust_coefficient}")
+        lr = check_nonnegative_float(lr, "lr")
+        weight_decay = check_nonnegative_float(weight_decay, "weight_decay")
+        momentum = check_float(momentum, "momentum", 0.0, 1.0, high_open=True)
+        trust_coefficient = check_positive_float(trust_coefficient, "trust_coefficient")
         defaults = {
             "lr": lr,
             "weight_decay": weight_decay,

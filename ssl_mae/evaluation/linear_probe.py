@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_mae._validation import check_positive_int
+from ssl_mae._validation import check_float, check_positive_int
 from ssl_mae.evaluation.features import extract_features
 from ssl_mae.evaluation.lars import LARS
 from ssl_mae.evaluation.metrics import (
@@ -153,6 +153,17 @@ def train_linear_probe(
     test_labels = check_labels(test_labels, "test_labels", num_classes, test_features.shape[0])
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")
+    # Training batches hold min(batch_size, N) samples, and BatchNorm needs two of them.
+    if batch_size < 2:
+        raise ValueError(
+            f"batch_size must be >= 2: the probe's BatchNorm needs two samples per batch, got "
+            f"{batch_size}"
+        )
+    if train_features.shape[0] < 2:
+        raise ValueError(
+            f"train_features must hold at least 2 samples for the probe's BatchNorm, got "
+            f"{train_features.shape[0]}"
+        )
     if optimizer not in OPTIMIZER_CHOICES:
         raise ValueError(f"optimizer must be one of {OPTIMIZER_CHOICES}, got {optimizer!r}")
     if lr is not None:
@@ -168,6 +179,9 @@ def train_linear_probe(
         raise ValueError(f"warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
         raise ValueError(f"eval_every must be a non-negative int, got {eval_every!r}")
+    momentum = check_float(momentum, "momentum", 0.0, 1.0, high_open=True)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
 
     run_device = resolve_device(device, train_features.device)
     generator = torch.Generator().manual_seed(seed)

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from ssl_mae._validation import check_positive_int, check_tensor
+from ssl_mae._validation import (
+    as_device,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+    check_tensor,
+)
+
+__all__ = [
+    "check_features",
+    "check_labels",
+    "check_nonnegative_float",
+    "check_positive_float",
+    "check_same_dim",
+    "resolve_device",
+    "topk_accuracy",
+]
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor, topk: tuple[int, ...] = (1, 5)) -> list[float]:
@@ -23,8 +41,15 @@ def topk_accuracy(scores: Tensor, labels: Tensor, topk: tuple[int, ...] = (1, 5)
     """
     check_tensor(scores, "scores", ndim=2, shape_doc="(M, C)")
     check_labels(labels, "labels", scores.shape[1], scores.shape[0])
-    if scores.shape[0] == 0:
-        raise ValueError("scores must hold at least one sample, got shape (0, C)")
+    if scores.shape[0] == 0 or scores.shape[1] == 0:
+        raise ValueError(
+            f"scores must hold at least one sample and one class, got shape {tuple(scores.shape)}"
+        )
+    if scores.is_floating_point() and bool(scores.isnan().any()):
+        # topk ranks NaN above every number: a NaN score must not turn into a hit.
+        raise ValueError("scores must not contain NaN; check the model or the features")
+    if isinstance(topk, (str, bytes)) or not isinstance(topk, Sequence) or len(topk) == 0:
+        raise TypeError(f"topk must be a non-empty tuple of positive ints, got {topk!r}")
     for k in topk:
         check_positive_int(k, "topk entries")
     max_k = min(max(topk), scores.shape[1])
@@ -75,22 +100,6 @@ def check_same_dim(a: Tensor, a_name: str, b: Tensor, b_name: str) -> None:
         )
 
 
-def check_nonnegative_float(value: float, name: str) -> float:
-    """Checks a finite float >= 0 (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float >= 0, got {value!r}")
-    if not (value >= 0 and value != float("inf")):
-        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
-    return float(value)
-
-
-def check_positive_float(value: float, name: str) -> float:
-    """Checks a finite float > 0 (bools rejected)."""
-    if check_nonnegative_float(value, name) == 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return float(value)
-
-
 def resolve_device(device: torch.device | str | None, default: torch.device) -> torch.device:
     """``device`` as a ``torch.device``, or ``default`` when it is None."""
-    return default if device is None else torch.device(device)
+    return default if device is None else as_device(device)

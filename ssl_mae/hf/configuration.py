@@ -17,7 +17,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from ssl_mae._validation import check_mask_ratio, check_positive_int, to_2tuple
+from ssl_mae._validation import (
+    check_bool,
+    check_float,
+    check_mask_ratio,
+    check_positive_float,
+    check_positive_int,
+    to_2tuple,
+)
 from ssl_mae.hf.io import CONFIG_NAME, resolve_pretrained_directory
 
 __all__ = ["CONFIG_NAME", "ViTMAEConfig"]
@@ -235,32 +242,30 @@ class ViTMAEConfig:
                     f"{dim} ({getattr(self, dim)}) must be divisible by {heads} "
                     f"({getattr(self, heads)})"
                 )
+        for dim in ("hidden_size", "decoder_hidden_size"):
+            if getattr(self, dim) % 4:
+                raise ValueError(
+                    f"{dim} must be a multiple of 4 for the 2-D sin-cos position table, got "
+                    f"{getattr(self, dim)}"
+                )
         check_mask_ratio(self.mask_ratio)
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a float in [0, 1), got {value!r}")
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-        if isinstance(self.layer_norm_eps, bool) or not self.layer_norm_eps > 0:
-            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+            check_float(getattr(self, name), name, 0.0, 1.0, high_open=True)
+        check_positive_float(self.layer_norm_eps, "layer_norm_eps")
+        check_positive_float(self.initializer_range, "initializer_range")
         if not isinstance(self.hidden_act, str):
             raise TypeError(f"hidden_act must be a string, got {self.hidden_act!r}")
         for name in ("qkv_bias", "norm_pix_loss"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(getattr(self, name), name)
         for name in ("output_hidden_states", "output_attentions", "return_dict"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(getattr(self, name), name)
         if self.attn_implementation not in _ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"attn_implementation must be one of {list(_ATTN_IMPLEMENTATIONS)}, "
                 f"got {self.attn_implementation!r}"
             )
-        if isinstance(self.initializer_range, bool) or not (
-            isinstance(self.initializer_range, (int, float)) and self.initializer_range > 0
-        ):
-            raise ValueError(f"initializer_range must be > 0, got {self.initializer_range!r}")
+        if not isinstance(self.extra, dict):
+            raise TypeError(f"extra must be a dict, got {type(self.extra).__name__}")
 
     # --- derived sizes -------------------------------------------------------------------------
     @property
@@ -377,11 +382,22 @@ class ViTMAEConfig:
     def from_json_file(cls, path: str | os.PathLike[str]) -> ViTMAEConfig:
         """Reads a ``config.json`` file."""
         file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"config file {str(file)!r} does not exist or is not a file")
         try:
-            data = json.loads(file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{str(file)!r} is not valid JSON: {error}") from None
-        return cls.from_dict(data)
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{str(file)!r} is not valid UTF-8 JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{str(file)!r} must hold a JSON object of config fields, got a JSON "
+                f"{type(data).__name__}"
+            )
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as error:  # name the file whose field is wrong
+            kind = TypeError if isinstance(error, TypeError) else ValueError
+            raise kind(f"{str(file)!r}: {error}") from None
 
     @classmethod
     def from_pretrained(

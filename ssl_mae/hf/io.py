@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor
+
+from ssl_mae._io import read_weights_file
 
 __all__ = [
     "CONFIG_NAME",
@@ -99,35 +101,79 @@ def resolve_pretrained_directory(
     return directory
 
 
+def _read_weights_file(path: Path) -> dict[str, Tensor]:
+    """One weights file as a dict of tensors (errors name the file, see ``read_weights_file``).
+
+    Raises:
+        ValueError: When the file holds something else than a dict of tensors.
+    """
+    loaded = read_weights_file(path)
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(value, Tensor) for value in loaded.values()
+    ):
+        held = "a dict with non-tensor values" if isinstance(loaded, Mapping) else type(loaded)
+        raise ValueError(f"weights file {str(path)!r} must hold a dict of tensors, got {held}")
+    return {str(key): value for key, value in loaded.items()}
+
+
+def _shard_paths(folder: Path, index: Path) -> list[Path]:
+    """The shard files a ``model.safetensors.index.json`` names, each checked to be a file name
+    inside ``folder``: a hostile index must not make us read ``../elsewhere`` or ``/etc``.
+
+    The check is on the names, not on resolved paths, because the Hugging Face cache keeps the
+    files of a snapshot as symlinks into a sibling ``blobs`` folder.
+    """
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{str(index)!r} is not valid UTF-8 JSON: {error}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{str(index)!r} must hold a non-empty 'weight_map' object")
+    paths = []
+    for shard in sorted({str(name) for name in weight_map.values()}):
+        relative = Path(shard)
+        if not shard or relative.is_absolute() or ".." in relative.parts or "\\" in shard:
+            raise ValueError(
+                f"{str(index)!r} names the shard {shard!r}, which is not a file inside the model "
+                f"folder {str(folder)!r}; shard names must be relative paths without '..'"
+            )
+        paths.append(folder / relative)
+    return paths
+
+
 def load_state_dict_from_directory(directory: str | os.PathLike[str]) -> dict[str, Tensor]:
     """Reads the weights of a saved model directory on the CPU.
 
-    Looks for ``model.safetensors``, then a sharded ``model.safetensors.index.json``, then a
-    legacy ``pytorch_model.bin`` (loaded with ``weights_only=True``).
+    Looks for ``model.safetensors``, then a sharded ``model.safetensors.index.json`` (whose
+    shard names must lie inside the directory), then a legacy ``pytorch_model.bin`` (loaded with
+    ``weights_only=True``).
 
     Args:
         directory: The model directory.
 
     Returns:
         Dict from (Hugging Face) parameter name to tensor.
-    """
-    from safetensors.torch import load_file
 
+    Raises:
+        FileNotFoundError: No weights file, or a shard named by the index is missing.
+        OSError: A weights file cannot be decoded (the message names it).
+        ValueError: An index naming files outside the directory, or a file that holds
+            something else than a dict of tensors.
+    """
     folder = Path(directory)
     single = folder / SAFE_WEIGHTS_NAME
     if single.is_file():
-        return load_file(str(single), device="cpu")
+        return _read_weights_file(single)
     index = folder / SAFE_WEIGHTS_INDEX_NAME
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map", {})
         state_dict: dict[str, Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            state_dict.update(load_file(str(folder / shard), device="cpu"))
+        for shard in _shard_paths(folder, index):
+            state_dict.update(_read_weights_file(shard))
         return state_dict
     legacy = folder / WEIGHTS_NAME
     if legacy.is_file():
-        loaded = torch.load(str(legacy), map_location="cpu", weights_only=True)
-        return {str(k): v for k, v in loaded.items()}
+        return _read_weights_file(legacy)
     raise FileNotFoundError(
         f"directory {str(folder)!r} has no weights: expected {SAFE_WEIGHTS_NAME}, "
         f"{SAFE_WEIGHTS_INDEX_NAME} or {WEIGHTS_NAME}"

@@ -22,7 +22,12 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ssl_mae import convert, masking
-from ssl_mae._validation import check_mask_ratio, check_positive_int
+from ssl_mae._validation import (
+    check_bool,
+    check_mask_ratio,
+    check_positive_float,
+    check_positive_int,
+)
 from ssl_mae.core import MaskedAutoencoder, encode_visible
 from ssl_mae.loss import MAELoss
 from ssl_mae.models.layout import install_layout
@@ -144,10 +149,8 @@ class MAE(PretrainModule):
             (decoder_num_heads, "decoder_num_heads"),
         ):
             check_positive_int(value, name)
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)):
-            raise TypeError(f"mlp_ratio must be a positive number, got {mlp_ratio!r}")
-        if not mlp_ratio > 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
+        check_positive_float(mlp_ratio, "mlp_ratio")
+        check_bool(norm_pix_loss, "norm_pix_loss")
         if img_size % patch_size:
             raise ValueError(
                 f"img_size must be a multiple of patch_size={patch_size}, got {img_size}"
@@ -157,9 +160,9 @@ class MAE(PretrainModule):
                 f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"
             )
         if layer_norm_eps is not None:
-            if isinstance(layer_norm_eps, bool) or not isinstance(layer_norm_eps, (int, float)):
-                raise TypeError(f"layer_norm_eps must be None or a float, got {layer_norm_eps!r}")
-            norm_layer = partial(nn.LayerNorm, eps=float(layer_norm_eps))
+            norm_layer = partial(
+                nn.LayerNorm, eps=check_positive_float(layer_norm_eps, "layer_norm_eps")
+            )
         if not callable(norm_layer):
             raise TypeError(f"norm_layer must be a callable returning a module, got {norm_layer!r}")
 

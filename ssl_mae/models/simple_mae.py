@@ -75,6 +75,13 @@ class SimpleMAE(nn.Module):
             raise ValueError(f"masking_ratio must be in (0, 1), got {masking_ratio!r}")
         check_positive_int(decoder_dim, "decoder_dim")
         check_positive_int(decoder_depth, "decoder_depth")
+        check_positive_int(decoder_heads, "decoder_heads")
+        check_positive_int(decoder_dim_head, "decoder_dim_head")
+        if decoder_dim % 4:  # checked here so that the error names this argument
+            raise ValueError(
+                f"decoder_dim must be a multiple of 4 for the decoder's 2-D sin-cos position "
+                f"table, got {decoder_dim}"
+            )
         if not isinstance(encoder, nn.Module):
             raise TypeError(f"encoder must be a ViT nn.Module, got {type(encoder).__name__}")
         try:

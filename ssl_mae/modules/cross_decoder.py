@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_mae._validation import check_index, check_positive_int, check_tensor, to_2tuple
+from ssl_mae._validation import check_index, check_positive_int, to_2tuple
 from ssl_mae.modules.decoder import _LAYER_NORM_EPS6, MaskedDecoderBase
 
 __all__ = ["CrossAttention", "CrossAttentionBlock", "CrossMAEDecoder"]
@@ -290,7 +290,7 @@ class CrossMAEDecoder(MaskedDecoderBase):
         Returns:
             (B, K_dec, T) predictions in ``idx_decode`` order.
         """
-        check_tensor(x_encoded, "x_encoded", ndim=3, shape_doc="(B, P + K_keep, D_enc)")
+        self._check_encoded(x_encoded, "x_encoded", "(B, P + K_keep, D_enc)")
         batch_size = x_encoded.shape[0]
         table = self.pos_embed_for_grid(grid_size)
         length = table.shape[1]
@@ -330,7 +330,7 @@ class CrossMAEDecoder(MaskedDecoderBase):
         Returns:
             (B, L, T) predictions for all patches.
         """
-        check_tensor(x_visible, "x_visible", ndim=3, shape_doc="(B, P + L_keep, D_enc)")
+        self._check_encoded(x_visible, "x_visible", "(B, P + L_keep, D_enc)")
         batch_size = x_visible.shape[0]
         grid_h, grid_w = self.grid_size if grid_size is None else to_2tuple(grid_size, "grid_size")
         num_patches = grid_h * grid_w

@@ -16,7 +16,17 @@ import torch
 from torch import Tensor, nn
 
 from ssl_mae import masking
-from ssl_mae._validation import check_index, check_positive_int, check_tensor, to_2tuple
+from ssl_mae._validation import (
+    check_bool,
+    check_float,
+    check_index,
+    check_nonnegative_int,
+    check_permutation,
+    check_positive_float,
+    check_positive_int,
+    check_tensor,
+    to_2tuple,
+)
 from ssl_mae.modules.init import init_mae_weights, init_tokens
 from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
 
@@ -83,12 +93,16 @@ class MaskedDecoderBase(nn.Module):
         self.num_patches = check_positive_int(num_patches, "num_patches")
         self.patch_size = check_positive_int(patch_size, "patch_size")
         self.in_chans = check_positive_int(in_chans, "in_chans")
+        check_positive_int(embed_dim, "embed_dim")
         check_positive_int(decoder_embed_dim, "decoder_embed_dim")
-        if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
-            raise TypeError(f"num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}")
-        if num_prefix_tokens < 0:
-            raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
-        self.num_prefix_tokens = num_prefix_tokens
+        self.num_prefix_tokens = check_nonnegative_int(num_prefix_tokens, "num_prefix_tokens")
+        if mask_token is not None:
+            check_tensor(mask_token, "mask_token", ndim=3, shape_doc="(1, 1, decoder_embed_dim)")
+            if tuple(mask_token.shape) != (1, 1, decoder_embed_dim):
+                raise ValueError(
+                    f"mask_token must have shape (1, 1, decoder_embed_dim) = "
+                    f"(1, 1, {decoder_embed_dim}), got {tuple(mask_token.shape)}"
+                )
         if grid_size is None:
             side = round(num_patches**0.5)
             if side * side != num_patches:
@@ -144,8 +158,23 @@ class MaskedDecoderBase(nn.Module):
         """Length of the decoder's token sequence: prefix tokens plus all patches."""
         return self.num_patches + self.num_prefix_tokens
 
+    def _check_width(self, tokens: Tensor, name: str, width: int, what: str) -> None:
+        """Names the argument whose last dimension is not ``width``."""
+        if tokens.shape[-1] != width:
+            raise ValueError(
+                f"{name} must have width {width} ({what}) in its last dimension, got shape "
+                f"{tuple(tokens.shape)}"
+            )
+
+    def _check_encoded(self, tokens: object, name: str, shape_doc: str) -> Tensor:
+        """Checks encoder tokens (B, K, D_enc) handed to the decoder."""
+        checked = check_tensor(tokens, name, ndim=3, shape_doc=shape_doc, floating=True)
+        self._check_width(checked, name, self.decoder_embed.in_features, "the encoder's embed_dim")
+        return checked
+
     def embed(self, input: Tensor) -> Tensor:
         """Projects encoder tokens (B, K, D_enc) to the decoder width (B, K, D_dec)."""
+        self._check_encoded(input, "input", "(B, K, D_enc)")
         return cast(Tensor, self.decoder_embed(input))
 
     def predict(self, input: Tensor) -> Tensor:
@@ -242,7 +271,21 @@ class MAEDecoder(MaskedDecoderBase):
             grid_size,
             pos_embed_resize,
         )
+        check_positive_int(decoder_depth, "decoder_depth")
         check_positive_int(decoder_num_heads, "decoder_num_heads")
+        check_positive_float(mlp_ratio, "mlp_ratio")
+        for rate, rate_name in (
+            (proj_drop_rate, "proj_drop_rate"),
+            (attn_drop_rate, "attn_drop_rate"),
+        ):
+            check_float(rate, rate_name, 0.0, 1.0, high_open=True)
+        check_bool(qkv_bias, "qkv_bias")
+        check_bool(initialize_weights, "initialize_weights")
+        for factory, factory_name in ((norm_layer, "norm_layer"), (act_layer, "act_layer")):
+            if not callable(factory):
+                raise TypeError(
+                    f"{factory_name} must be a callable returning a module, got {factory!r}"
+                )
         custom_head_dim = (
             decoder_head_dim is not None
             and check_positive_int(decoder_head_dim, "decoder_head_dim") * decoder_num_heads
@@ -252,6 +295,11 @@ class MAEDecoder(MaskedDecoderBase):
             raise ValueError(
                 f"decoder_embed_dim ({decoder_embed_dim}) must be divisible by "
                 f"decoder_num_heads ({decoder_num_heads})"
+            )
+        if initialize_weights and decoder_embed_dim % 4:
+            raise ValueError(
+                f"decoder_embed_dim must be a multiple of 4 for the 2-D sin-cos position table "
+                f"(initialize_weights=True), got {decoder_embed_dim}"
             )
         Block, Attention = _timm_block_classes()
         self.decoder_blocks = nn.Sequential(
@@ -294,7 +342,8 @@ class MAEDecoder(MaskedDecoderBase):
         Returns:
             (B, P + L, D_dec) decoded tokens.
         """
-        check_tensor(input, "input", ndim=3, shape_doc="(B, P + L, D_dec)")
+        check_tensor(input, "input", ndim=3, shape_doc="(B, P + L, D_dec)", floating=True)
+        self._check_width(input, "input", self.decoder_pos_embed.shape[-1], "decoder_embed_dim")
         table = self.decoder_pos_embed if pos_embed is None else pos_embed
         if input.shape[1] != table.shape[1]:
             raise ValueError(
@@ -351,7 +400,7 @@ class MAEDecoder(MaskedDecoderBase):
             (B, K_mask, p * p * C) predicted pixels of the masked patches, in ``idx_mask`` order;
             compare with ``get_at_index(patchify(images), idx_mask - num_prefix_tokens)``.
         """
-        check_tensor(x_encoded, "x_encoded", ndim=3, shape_doc="(B, K_keep, D_enc)")
+        self._check_encoded(x_encoded, "x_encoded", "(B, K_keep, D_enc)")
         batch_size, length = x_encoded.shape[0], self.sequence_length
         check_index(idx_keep, "idx_keep", length, batch_size)
         check_index(idx_mask, "idx_mask", length, batch_size)
@@ -389,7 +438,7 @@ class MAEDecoder(MaskedDecoderBase):
         Returns:
             (B, L, p * p * C) predictions for all patches (prefix tokens removed).
         """
-        check_tensor(x_visible, "x_visible", ndim=3, shape_doc="(B, P + L_keep, D_enc)")
+        self._check_encoded(x_visible, "x_visible", "(B, P + L_keep, D_enc)")
         batch_size = x_visible.shape[0]
         num_patches = self.num_patches
         if grid_size is not None:
@@ -400,7 +449,13 @@ class MAEDecoder(MaskedDecoderBase):
             raise ValueError(
                 f"ids_restore must have shape (B, {num_patches}), got {tuple(ids_restore.shape)}"
             )
+        check_permutation(ids_restore, "ids_restore")
         num_prefix = self.num_prefix_tokens
+        if not num_prefix <= x_visible.shape[1] <= num_prefix + num_patches:
+            raise ValueError(
+                f"x_visible must hold the {num_prefix} prefix tokens and at most {num_patches} "
+                f"visible patches, got {x_visible.shape[1]} tokens"
+            )
         x = self.embed(x_visible)
         restored = self.insert_mask_tokens(x[:, num_prefix:], ids_restore)
         tokens = torch.cat([x[:, :num_prefix], restored], dim=1)
@@ -430,7 +485,7 @@ class MAEDecoder(MaskedDecoderBase):
         Returns:
             (B, K_dec, p * p * C) predictions in ``idx_decode`` order.
         """
-        check_tensor(x_encoded, "x_encoded", ndim=3, shape_doc="(B, P + K_keep, D_enc)")
+        self._check_encoded(x_encoded, "x_encoded", "(B, P + K_keep, D_enc)")
         batch_size = x_encoded.shape[0]
         table = self.pos_embed_for_grid(grid_size)
         length = table.shape[1]

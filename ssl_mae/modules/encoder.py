@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ssl_mae import masking
-from ssl_mae._validation import check_images, check_index, check_tensor
+from ssl_mae._validation import check_bool, check_images, check_index, check_tensor
 from ssl_mae.modules.init import init_mae_weights, init_patch_projection, init_tokens
 from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
 
@@ -182,8 +182,23 @@ class MaskedEncoderBase(nn.Module):
         _check_choice(
             pos_embed_initialization, "pos_embed_initialization", _POS_EMBED_INITIALIZATIONS
         )
+        check_bool(antialias, "antialias")
+        check_bool(use_mask_token, "use_mask_token")
         self.vit = vit
+        has_pos_embed = self._pos_embed_param()[0] is not None
+        if pos_embed_initialization == "sincos" and has_pos_embed and self.embed_dim % 4:
+            raise ValueError(
+                f"pos_embed_initialization='sincos' needs an embed_dim that is a multiple of 4 "
+                f"(2-D sin-cos table), but vit has embed_dim={self.embed_dim}; use 'learn' or "
+                "'skip', or another width"
+            )
         if mask_token is not None:
+            check_tensor(mask_token, "mask_token", ndim=3, shape_doc="(1, 1, embed_dim)")
+            if tuple(mask_token.shape) != (1, 1, self.embed_dim):
+                raise ValueError(
+                    f"mask_token must have shape (1, 1, embed_dim) = (1, 1, {self.embed_dim}), "
+                    f"got {tuple(mask_token.shape)}"
+                )
             self.mask_token = mask_token
         elif use_mask_token:
             self.mask_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
@@ -613,7 +628,15 @@ class MaskedVisionTransformer(MaskedEncoderBase):
                     "not a timm VisionTransformer"
                 )
         elif isinstance(name_or_kwargs, dict):
-            vit = VisionTransformer(**{"num_classes": 0, **name_or_kwargs})
+            try:
+                vit = VisionTransformer(**{"num_classes": 0, **name_or_kwargs})
+            except (AssertionError, TypeError, ValueError, RuntimeError) as error:
+                # timm asserts (embed_dim % num_heads) or fails deep in torch; name the input.
+                kind = TypeError if isinstance(error, TypeError) else ValueError
+                raise kind(
+                    f"name_or_kwargs {name_or_kwargs!r} are not valid timm VisionTransformer "
+                    f"arguments: {error or type(error).__name__}"
+                ) from None
         else:
             raise TypeError(
                 f"name_or_kwargs must be a timm model name or a dict of VisionTransformer "

@@ -22,6 +22,12 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from ssl_mae._validation import (
+    check_float,
+    check_nonnegative_float,
+    check_nonnegative_int,
+    check_positive_int,
+)
 from ssl_mae.core import MAEOutput, MaskedAutoencoder, as_masked_autoencoder
 from ssl_mae.loss import MAELoss
 from ssl_mae.training.optim import (
@@ -60,38 +66,32 @@ DEFAULT_WARMUP_FRACTION = 0.1
 
 
 def check_training_options(options: Mapping[str, Any]) -> None:
-    """Validates the training options (see :data:`TRAINING_OPTIONS`), naming the bad one."""
+    """Validates the training options (see :data:`TRAINING_OPTIONS`), naming the bad one.
+
+    Numbers must be finite: a NaN or infinite learning rate would train without an error and
+    reach the non-finite-loss guard only after it spoiled the weights.
+    """
     for name in ("base_lr", "min_lr", "weight_decay") + (
         ("lr",) if options["lr"] is not None else ()
     ):
-        value = options[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        check_nonnegative_float(options[name], name)
     betas = options["betas"]
-    if (
-        not isinstance(betas, Sequence)
-        or len(betas) != 2
-        or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
-    ):
-        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    if isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2:
+        raise TypeError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    for beta in betas:
+        check_float(beta, "betas", 0.0, 1.0, high_open=True)
     if options["warmup_epochs"] is not None and options["warmup_steps"] is not None:
         raise ValueError(
             f"pass warmup_epochs or warmup_steps, not both (got warmup_epochs="
             f"{options['warmup_epochs']!r}, warmup_steps={options['warmup_steps']!r})"
         )
-    warmup_epochs = options["warmup_epochs"]
-    if warmup_epochs is not None and (
-        isinstance(warmup_epochs, bool)
-        or not isinstance(warmup_epochs, (int, float))
-        or warmup_epochs < 0
-    ):
-        raise ValueError(f"warmup_epochs must be a number >= 0, got {warmup_epochs!r}")
-    for name, minimum in (("warmup_steps", 0), ("batch_size", 1), ("total_steps", 1)):
-        value = options[name]
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < minimum
-        ):
-            raise ValueError(f"{name} must be None or an int >= {minimum}, got {value!r}")
+    if options["warmup_epochs"] is not None:
+        check_nonnegative_float(options["warmup_epochs"], "warmup_epochs")
+    if options["warmup_steps"] is not None:
+        check_nonnegative_int(options["warmup_steps"], "warmup_steps")
+    for name in ("batch_size", "total_steps"):
+        if options[name] is not None:
+            check_positive_int(options[name], name)
     if options["fused_adamw"] is not None and not isinstance(options["fused_adamw"], bool):
         raise TypeError(f"fused_adamw must be a bool or None, got {options['fused_adamw']!r}")
 
@@ -203,6 +203,10 @@ class PretrainModule(pl.LightningModule):
             raise TypeError(f"preset must be a str or None, got {preset!r}")
         options = {**TRAINING_OPTIONS, **training_options}
         check_training_options(options)
+        # Plain floats (not NumPy scalars), so checkpoints load with weights_only=True.
+        for name in ("base_lr", "lr", "min_lr", "weight_decay", "warmup_epochs"):
+            if options[name] is not None and type(options[name]) not in (int, float):
+                options[name] = float(options[name])
         options["betas"] = [float(b) for b in options["betas"]]
         self.model = model
         if hparams is None:

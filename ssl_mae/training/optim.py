@@ -21,6 +21,13 @@ from torch import Tensor, nn
 from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from ssl_mae._validation import (
+    check_float,
+    check_nonnegative_float,
+    check_nonnegative_int,
+    check_positive_int,
+)
+
 __all__ = [
     "DEFAULT_NO_WEIGHT_DECAY_NAMES",
     "build_adamw",
@@ -39,22 +46,6 @@ DEFAULT_NO_WEIGHT_DECAY_NAMES: tuple[str, ...] = (
     "reg_token",
     "dist_token",
 )
-
-
-def _check_nonnegative(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a non-negative number, got {value!r}")
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _check_int(value: int, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def param_groups_weight_decay(
@@ -80,7 +71,7 @@ def param_groups_weight_decay(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    weight_decay = _check_nonnegative(weight_decay, "weight_decay")
+    weight_decay = check_nonnegative_float(weight_decay, "weight_decay")
     if isinstance(no_weight_decay_names, str) or not all(
         isinstance(name, str) for name in no_weight_decay_names
     ):
@@ -111,9 +102,9 @@ def scaled_lr(base_lr: float, effective_batch_size: int, reference_batch_size: i
         effective_batch_size: Images per optimiser step over all devices and accumulation steps.
         reference_batch_size: Batch size ``base_lr`` refers to.
     """
-    base_lr = _check_nonnegative(base_lr, "base_lr")
-    _check_int(effective_batch_size, "effective_batch_size", 1)
-    _check_int(reference_batch_size, "reference_batch_size", 1)
+    base_lr = check_nonnegative_float(base_lr, "base_lr")
+    check_positive_int(effective_batch_size, "effective_batch_size")
+    check_positive_int(reference_batch_size, "reference_batch_size")
     return base_lr * effective_batch_size / reference_batch_size
 
 
@@ -134,14 +125,15 @@ def warmup_cosine(
         base_lr: Peak learning rate.
         min_lr: Final learning rate.
     """
-    _check_int(total_steps, "total_steps", 1)
-    _check_int(warmup_steps, "warmup_steps", 0)
+    check_positive_int(total_steps, "total_steps")
+    check_nonnegative_int(warmup_steps, "warmup_steps")
     if warmup_steps > total_steps:
         raise ValueError(
             f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}"
         )
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step!r}")
+    step = check_nonnegative_float(step, "step")
+    check_nonnegative_float(base_lr, "base_lr")
+    check_nonnegative_float(min_lr, "min_lr")
     if step < warmup_steps:
         return base_lr * step / warmup_steps
     if total_steps == warmup_steps:
@@ -165,7 +157,7 @@ def warmup_cosine_scheduler(
         warmup_steps: Number of warmup steps, in [0, total_steps].
         min_lr: Learning rate at the end of the schedule, >= 0.
     """
-    min_lr = _check_nonnegative(min_lr, "min_lr")
+    min_lr = check_nonnegative_float(min_lr, "min_lr")
     warmup_cosine(0, total_steps, warmup_steps, 1.0)  # validates the step counts up front
 
     def factor(peak_lr: float) -> Callable[[int], float]:
@@ -197,9 +189,11 @@ def build_adamw(
         fused: Use the fused implementation. None picks it when every parameter lives on a
             CUDA device (one kernel launch per step instead of one per tensor).
     """
-    lr = _check_nonnegative(lr, "lr")
-    if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
-        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    lr = check_nonnegative_float(lr, "lr")
+    if isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2:
+        raise TypeError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    for beta in betas:
+        check_float(beta, "betas", 0.0, 1.0, high_open=True)
     if fused is not None and not isinstance(fused, bool):
         raise TypeError(f"fused must be a bool or None, got {fused!r}")
     if fused is None:
@@ -234,10 +228,7 @@ def make_adamw(
     Returns:
         The optimiser.
     """
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
-        raise TypeError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
-    if not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    check_nonnegative_float(weight_decay, "weight_decay")
     if isinstance(params, nn.Module):
         groups = param_groups_weight_decay(params, float(weight_decay))
     elif isinstance(params, Tensor):

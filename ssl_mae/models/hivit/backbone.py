@@ -36,8 +36,12 @@ from timm.layers.drop import DropPath
 from torch import Tensor, nn
 
 from ssl_mae._validation import (
+    check_bool,
+    check_float,
     check_index,
     check_mask_ratio,
+    check_nonnegative_float,
+    check_positive_float,
     check_positive_int,
     check_tensor,
     to_2tuple,
@@ -128,7 +132,7 @@ def _build_norm(norm_cfg: Mapping[str, Any], dim: int) -> nn.LayerNorm:
         raise ValueError(
             f"norm_cfg must be {{'type': 'LN'}} with an optional 'eps', got {dict(norm_cfg)!r}"
         )
-    return nn.LayerNorm(dim, eps=float(norm_cfg.get("eps", 1e-5)))
+    return nn.LayerNorm(dim, eps=check_positive_float(norm_cfg.get("eps", 1e-5), "norm_cfg['eps']"))
 
 
 def _relative_position_index(grid: tuple[int, int]) -> Tensor:
@@ -552,8 +556,19 @@ class HiViT(nn.Module):
             ("attn_drop_rate", attn_drop_rate),
             ("drop_path_rate", drop_path_rate),
         ):
-            if not 0.0 <= rate < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+            check_float(rate, name, 0.0, 1.0, high_open=True)
+        check_positive_float(stem_mlp_ratio, "stem_mlp_ratio")
+        check_positive_float(mlp_ratio, "mlp_ratio")
+        check_nonnegative_float(layer_scale_init_value, "layer_scale_init_value")
+        if qk_scale is not None:
+            check_positive_float(qk_scale, "qk_scale")
+        for flag, flag_name in (
+            (qkv_bias, "qkv_bias"),
+            (ape, "ape"),
+            (rpe, "rpe"),
+            (patch_norm, "patch_norm"),
+        ):
+            check_bool(flag, flag_name)
         self.num_features = self.embed_dims
         self.num_main_blocks = self.depths[-1]
         self.out_indices = self._resolve_out_indices(out_indices, self.num_main_blocks)

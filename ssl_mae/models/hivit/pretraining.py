@@ -8,6 +8,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from ssl_mae._validation import check_bool, check_positive_float
 from ssl_mae.core import MAEOutput, MaskedAutoencoder
 from ssl_mae.loss import MAELoss
 from ssl_mae.models.hivit.backbone import MAEHiViT
@@ -63,6 +64,9 @@ class HiViTMAEForPreTraining(nn.Module):
         layer_scale_init_value: float = 0.0,
     ) -> None:
         super().__init__()
+        # The decoder and the loss name these arguments differently; check them here.
+        check_positive_float(decoder_mlp_ratio, "decoder_mlp_ratio")
+        check_bool(norm_pix_loss, "norm_pix_loss")
         backbone = MAEHiViT(
             arch=arch,
             img_size=img_size,
