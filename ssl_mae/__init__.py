@@ -60,35 +60,73 @@ __getattr__, __dir__, __all__ = lazy_exports(
 __all__ += ["__version__"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; nothing of this runs
-    from ssl_mae import data, evaluation, hf, models, modules, training
-    from ssl_mae.core import MAEOutput, MaskedAutoencoder
-    from ssl_mae.loss import MAELoss, PixelTarget
+    from ssl_mae import data as data
+    from ssl_mae import evaluation as evaluation
+    from ssl_mae import hf as hf
+    from ssl_mae import models as models
+    from ssl_mae import modules as modules
+    from ssl_mae import training as training
+    from ssl_mae.core import MAEOutput as MAEOutput
+    from ssl_mae.core import MaskedAutoencoder as MaskedAutoencoder
+    from ssl_mae.loss import MAELoss as MAELoss
+    from ssl_mae.loss import PixelTarget as PixelTarget
     from ssl_mae.masking import (
-        BlockMasking,
-        get_at_index,
-        mask_at_index,
-        patchify,
-        prepend_class_token,
-        random_masking,
-        random_token_mask,
-        repeat_token,
-        set_at_index,
-        unpatchify,
+        BlockMasking as BlockMasking,
     )
-    from ssl_mae.models.hivit.backbone import HiViT, MAEHiViT
-    from ssl_mae.models.hivit.pretraining import HiViTMAEForPreTraining
-    from ssl_mae.models.mae import MAE
-    from ssl_mae.models.presets import HIVIT_MAE_PRESETS, MAE_PRESETS, build_mae
-    from ssl_mae.models.simple_mae import SimpleMAE
-    from ssl_mae.modules.cross_decoder import CrossMAEDecoder
-    from ssl_mae.modules.decoder import MAEDecoder
-    from ssl_mae.modules.encoder import MaskedVisionTransformer, MaskedVisionTransformerTorchvision
-    from ssl_mae.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
-    from ssl_mae.targets import HOGTarget
-    from ssl_mae.training.module import PretrainModule
+    from ssl_mae.masking import (
+        get_at_index as get_at_index,
+    )
+    from ssl_mae.masking import (
+        mask_at_index as mask_at_index,
+    )
+    from ssl_mae.masking import (
+        patchify as patchify,
+    )
+    from ssl_mae.masking import (
+        prepend_class_token as prepend_class_token,
+    )
+    from ssl_mae.masking import (
+        random_masking as random_masking,
+    )
+    from ssl_mae.masking import (
+        random_token_mask as random_token_mask,
+    )
+    from ssl_mae.masking import (
+        repeat_token as repeat_token,
+    )
+    from ssl_mae.masking import (
+        set_at_index as set_at_index,
+    )
+    from ssl_mae.masking import (
+        unpatchify as unpatchify,
+    )
+    from ssl_mae.models.hivit.backbone import HiViT as HiViT
+    from ssl_mae.models.hivit.backbone import MAEHiViT as MAEHiViT
+    from ssl_mae.models.hivit.pretraining import HiViTMAEForPreTraining as HiViTMAEForPreTraining
+    from ssl_mae.models.mae import MAE as MAE
+    from ssl_mae.models.presets import HIVIT_MAE_PRESETS as HIVIT_MAE_PRESETS
+    from ssl_mae.models.presets import MAE_PRESETS as MAE_PRESETS
+    from ssl_mae.models.presets import build_mae as build_mae
+    from ssl_mae.models.simple_mae import SimpleMAE as SimpleMAE
+    from ssl_mae.modules.cross_decoder import CrossMAEDecoder as CrossMAEDecoder
+    from ssl_mae.modules.decoder import MAEDecoder as MAEDecoder
+    from ssl_mae.modules.encoder import MaskedVisionTransformer as MaskedVisionTransformer
+    from ssl_mae.modules.encoder import (
+        MaskedVisionTransformerTorchvision as MaskedVisionTransformerTorchvision,
+    )
+    from ssl_mae.pos_embed import get_2d_sincos_pos_embed as get_2d_sincos_pos_embed
+    from ssl_mae.pos_embed import interpolate_pos_embed as interpolate_pos_embed
+    from ssl_mae.targets import HOGTarget as HOGTarget
+    from ssl_mae.training.module import PretrainModule as PretrainModule
     from ssl_mae.transforms import (
-        FASHION_MNIST_NORMALIZE,
-        IMAGENET_NORMALIZE,
-        BatchedMAEAugment,
-        MAETransform,
+        FASHION_MNIST_NORMALIZE as FASHION_MNIST_NORMALIZE,
+    )
+    from ssl_mae.transforms import (
+        IMAGENET_NORMALIZE as IMAGENET_NORMALIZE,
+    )
+    from ssl_mae.transforms import (
+        BatchedMAEAugment as BatchedMAEAugment,
+    )
+    from ssl_mae.transforms import (
+        MAETransform as MAETransform,
     )

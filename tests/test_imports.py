@@ -54,3 +54,22 @@ def test_lazy_names_resolve_and_unknown_names_raise() -> None:
         assert getattr(ssl_mae, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         ssl_mae.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("package", ["ssl_mae", "ssl_mae.models", "ssl_mae.training"])
+def test_lazy_names_are_explicit_re_exports_for_type_checkers(package: str) -> None:
+    """``mypy --strict`` accepts ``from ssl_mae import MAEDecoder`` only when the package's
+    TYPE_CHECKING block re-exports the name explicitly (``import X as X``)."""
+    import importlib
+    import importlib.util
+    import inspect
+    import re
+
+    module = importlib.import_module(package)
+    source = inspect.getsource(module)
+    block = source[source.index("if TYPE_CHECKING:") :]
+    exported = set(re.findall(r"\b(\w+) as \1\b", block))
+    # Submodules need no re-export: ``from ssl_mae.models import presets`` imports the module.
+    submodules = {n for n in module.__all__ if importlib.util.find_spec(f"{package}.{n}")}
+    missing = sorted(set(module.__all__) - exported - submodules - {"__version__"})
+    assert missing == []

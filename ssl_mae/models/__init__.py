@@ -34,18 +34,39 @@ __getattr__, __dir__, __all__ = lazy_exports(
 )
 
 if TYPE_CHECKING:
-    from ssl_mae.models.mae import MAE
+    from ssl_mae.models.mae import MAE as MAE
     from ssl_mae.models.presets import (
-        MAE_PRESETS,
-        PRETRAIN_PRESETS,
-        build_mae,
-        build_model,
-        build_pretrain_module,
-        mae_vit_base_patch16,
-        mae_vit_huge_patch14,
-        mae_vit_large_patch16,
-        mae_vit_micro_patch4,
-        mae_vit_micro_patch7,
-        mae_vit_tiny_patch4,
+        MAE_PRESETS as MAE_PRESETS,
     )
-    from ssl_mae.models.simple_mae import SimpleMAE, SimpleMAEOutput
+    from ssl_mae.models.presets import (
+        PRETRAIN_PRESETS as PRETRAIN_PRESETS,
+    )
+    from ssl_mae.models.presets import (
+        build_mae as build_mae,
+    )
+    from ssl_mae.models.presets import (
+        build_model as build_model,
+    )
+    from ssl_mae.models.presets import (
+        build_pretrain_module as build_pretrain_module,
+    )
+    from ssl_mae.models.presets import (
+        mae_vit_base_patch16 as mae_vit_base_patch16,
+    )
+    from ssl_mae.models.presets import (
+        mae_vit_huge_patch14 as mae_vit_huge_patch14,
+    )
+    from ssl_mae.models.presets import (
+        mae_vit_large_patch16 as mae_vit_large_patch16,
+    )
+    from ssl_mae.models.presets import (
+        mae_vit_micro_patch4 as mae_vit_micro_patch4,
+    )
+    from ssl_mae.models.presets import (
+        mae_vit_micro_patch7 as mae_vit_micro_patch7,
+    )
+    from ssl_mae.models.presets import (
+        mae_vit_tiny_patch4 as mae_vit_tiny_patch4,
+    )
+    from ssl_mae.models.simple_mae import SimpleMAE as SimpleMAE
+    from ssl_mae.models.simple_mae import SimpleMAEOutput as SimpleMAEOutput

@@ -39,16 +39,31 @@ __getattr__, __dir__, __all__ = lazy_exports(
 
 if TYPE_CHECKING:
     from ssl_mae.training.callbacks import (
-        NonFiniteLossError,
-        NonFiniteLossGuard,
-        SkippedFilesReport,
-        count_skipped_files,
+        NonFiniteLossError as NonFiniteLossError,
     )
-    from ssl_mae.training.checkpoints import AtomicCheckpointIO, save_atomic, write_json_atomic
+    from ssl_mae.training.callbacks import (
+        NonFiniteLossGuard as NonFiniteLossGuard,
+    )
+    from ssl_mae.training.callbacks import (
+        SkippedFilesReport as SkippedFilesReport,
+    )
+    from ssl_mae.training.callbacks import (
+        count_skipped_files as count_skipped_files,
+    )
+    from ssl_mae.training.checkpoints import AtomicCheckpointIO as AtomicCheckpointIO
+    from ssl_mae.training.checkpoints import save_atomic as save_atomic
+    from ssl_mae.training.checkpoints import write_json_atomic as write_json_atomic
     from ssl_mae.training.data import (
-        PretrainDataModule,
-        ResumableDataLoader,
-        ResumableSampler,
-        batch_seed,
+        PretrainDataModule as PretrainDataModule,
     )
-    from ssl_mae.training.module import TRAINING_OPTIONS, PretrainModule
+    from ssl_mae.training.data import (
+        ResumableDataLoader as ResumableDataLoader,
+    )
+    from ssl_mae.training.data import (
+        ResumableSampler as ResumableSampler,
+    )
+    from ssl_mae.training.data import (
+        batch_seed as batch_seed,
+    )
+    from ssl_mae.training.module import TRAINING_OPTIONS as TRAINING_OPTIONS
+    from ssl_mae.training.module import PretrainModule as PretrainModule
