@@ -244,6 +244,20 @@ def test_an_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "last.ckpt").read_bytes() == b"an earlier run"
 
 
+def test_a_batch_larger_than_the_data_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full batches only (as PretrainDataModule): 4 images cannot make a batch of 8."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    args = [*TINY_MODEL, "--limit-images", "4", "--batch-size", "8", "--num-workers", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_pytorch([*args, "--device", "cpu", "--output-dir", str(tmp_path / "pt")])
+    assert exit_info.value.code == 2
+    assert "--batch-size 8 exceeds the 4 images" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"batch_size must be at most .* \(4\), got 8"):
+        run_lightning("lightning", [*args, "--output-dir", str(tmp_path / "pl")], tmp_path / "r")
+
+
 # --- DDP ------------------------------------------------------------------------------------------
 def _distributed_args(output_dir: str, batch_size: int, devices: int, nodes: int = 1) -> list[str]:
     # 8 images: one optimiser step per epoch, every epoch on the same small set.

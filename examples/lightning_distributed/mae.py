@@ -1,6 +1,6 @@
 """MAE pre-training with Lightning DDP, over the ssl_mae blocks: a script to copy and edit.
 
-    python examples/lightning_distributed/mae.py --devices 8   # 8 GPUs; --accelerator cpu: gloo
+    python examples/lightning_distributed/mae.py   # 2 processes: on GPUs (NCCL) or CPU (gloo)
     MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 NODE_RANK=0 \
         python examples/lightning_distributed/mae.py --devices 1 --num-nodes 2   # 2 machines
 """

@@ -1,6 +1,6 @@
 """MAE pre-training in a plain PyTorch loop over the ssl_mae blocks: a script to copy and edit.
 
-python examples/pytorch/mae.py --epochs 10   # mae_vit_micro_patch7's model on Fashion-MNIST
+python examples/pytorch/mae.py --epochs 10   # mae_vit_micro_patch7's model, Fashion-MNIST
 ssl-mae evaluate --checkpoint output/pytorch_mae/last.ckpt   # kNN accuracy of the encoder
 """
 
@@ -87,6 +87,8 @@ def main(args: argparse.Namespace) -> list[float]:
     loader = ResumableDataLoader(
         dataset, args.batch_size, seed=args.seed, drop_last=True, num_workers=args.num_workers
     )
+    if len(loader) == 0:  # every batch is full (drop_last), as in PretrainDataModule
+        parser.error(f"--batch-size {args.batch_size} exceeds the {len(dataset)} images")
 
     # AdamW, weight decay 0.05 except on norms, biases and tokens; 10% warmup, then cosine.
     total_steps = args.epochs * len(loader)
