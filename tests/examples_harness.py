@@ -4,12 +4,13 @@ The examples stay plain scripts; everything the tests need to look inside a run 
 
 * :func:`load_example` imports a script as a module (its ``parser``, ``build_mae`` and ``main``);
 * :class:`Recorder` is a Lightning callback that keeps, per process, the loss of every step, the
-  uint8 images of every training batch (before augmentation) and the final weights;
+  images of every training batch as ``training_step`` receives them (the raw uint8 images in the
+  distributed example, which augments inside its step) and the final weights;
 * run as a script, ``python tests/examples_harness.py EXAMPLE RECORD_DIR ARGS...`` calls
   ``EXAMPLE``'s ``main`` with a :class:`Recorder` writing to ``RECORD_DIR``. This is how the tests
   start the distributed example: Lightning's DDP launcher starts the other local processes with
   the same command line, so every process records its own share;
-* :func:`read_record` reads such a record back.
+* :func:`read_record` reads such a record back, :func:`stop` ends runs a failed test leaves.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -46,7 +48,7 @@ def load_example(name: str) -> ModuleType:
 
 
 class Recorder(pl.Callback):
-    """Keeps the losses, the raw training batches and the final weights of one process and writes
+    """Keeps the losses, the training batches and the final weights of one process and writes
     them to ``directory`` as ``losses_rank{R}.json``, ``batches_rank{R}.pt`` and
     ``weights_rank{R}.pt`` when training ends."""
 
@@ -140,7 +142,16 @@ def start(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group: stop() also ends the DDP workers
     )
+
+
+def stop(processes: Sequence[subprocess.Popen[str]]) -> None:
+    """Kills whatever is left of started runs (with the processes Lightning started for them)."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
 
 
 def _main(argv: Sequence[str]) -> None:

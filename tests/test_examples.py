@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -37,6 +39,7 @@ from examples_harness import (
     run_lightning,
     run_pytorch,
     start,
+    stop,
 )
 from PIL import Image
 
@@ -56,6 +59,14 @@ RUN_TIMEOUT_S = 600
 CLI_EVALUATE = ["--limit-train-images", "64", "--limit-test-images", "32", "--knn-k", "5"]
 
 
+@pytest.fixture(autouse=True)
+def _restore_lightning_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process Lightning runs call pl.seed_everything, which sets PL_GLOBAL_SEED (read by
+    Lightning's samplers); remove it again after each test."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    monkeypatch.delenv("PL_GLOBAL_SEED")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -66,7 +77,7 @@ def _wait(process: subprocess.Popen[str]) -> None:
     try:
         output, _ = process.communicate(timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)  # with the DDP workers Lightning started
         output, _ = process.communicate()
         pytest.fail(f"{process.args!r} timed out:\n{output[-4000:]}")
     assert process.returncode == 0, f"{process.args!r} failed:\n{output[-4000:]}"
@@ -211,8 +222,11 @@ def test_pytorch_and_lightning_overfit_identically_into_checkpoints_the_cli_read
         start("lightning", [*args, "--accelerator", "cpu", "--output-dir", "pl"],
               tmp_path / "rec_pl", tmp_path),
     ]  # fmt: skip
-    for process in runs:
-        _wait(process)
+    try:
+        for process in runs:
+            _wait(process)
+    finally:
+        stop(runs)
     plain = read_losses(tmp_path / "rec_pt")
     lightning = read_record(tmp_path / "rec_pl")
     _assert_overfits(plain)
@@ -245,10 +259,9 @@ def test_an_existing_run_is_not_overwritten(tmp_path: Path) -> None:
 
 
 def test_a_batch_larger_than_the_data_is_refused_by_name(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Full batches only (as PretrainDataModule): 4 images cannot make a batch of 8."""
-    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
     args = [*TINY_MODEL, "--limit-images", "4", "--batch-size", "8", "--num-workers", "0"]
     with pytest.raises(SystemExit) as exit_info:
         run_pytorch([*args, "--device", "cpu", "--output-dir", str(tmp_path / "pt")])
@@ -306,8 +319,11 @@ def test_ddp_on_cpu_two_processes_one_process_and_two_nodes(
         args = _distributed_args("nodes", 4, devices=1, nodes=2)
         env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "NODE_RANK": node_rank}
         nodes.append(start(name, args, tmp_path / "rec_nodes", tmp_path, **env))
-    for process in [two, one, *nodes]:
-        _wait(process)
+    try:
+        for process in [two, one, *nodes]:
+            _wait(process)
+    finally:
+        stop([two, one, *nodes])
 
     from ssl_mae.data import build_dataset
 
@@ -370,11 +386,9 @@ def test_unreadable_files_in_a_folder_are_replaced_and_counted(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every flavour trains on a folder holding a corrupt image: the file is replaced by the next
     image and counted. With DDP this also means no process stalls on an empty batch."""
-    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # seed_everything sets it
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -386,21 +400,23 @@ def test_unreadable_files_in_a_folder_are_replaced_and_counted(
     ddp_args = [*args, "--accelerator", "cpu", "--batch-size", "2", "--output-dir", "ddp"]
     ddp = start("lightning_distributed", ddp_args, tmp_path / "rec_ddp", tmp_path,
                 MASTER_PORT=str(_free_port()))  # fmt: skip
+    try:
+        losses = run_pytorch([*args, "--device", "cpu", "--output-dir", str(tmp_path / "pt")])
+        assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+        assert "skipped files 1" in capsys.readouterr().out
 
-    losses = run_pytorch([*args, "--device", "cpu", "--output-dir", str(tmp_path / "pt")])
-    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
-    assert "skipped files 1" in capsys.readouterr().out
+        caplog.clear()
+        argv = [*args, "--accelerator", "cpu", "--output-dir", str(tmp_path / "pl")]
+        with caplog.at_level(logging.WARNING, logger="ssl_mae.training.callbacks"):
+            record = run_lightning("lightning", argv, tmp_path / "rec_pl")
+        assert len(record.losses) == 2 and all(torch.isfinite(torch.tensor(record.losses)))
+        assert "skipped 1 unreadable image files" in caplog.text
+        assert (tmp_path / "pl" / "last.ckpt").is_file()
 
-    caplog.clear()
-    argv = [*args, "--accelerator", "cpu", "--output-dir", str(tmp_path / "pl")]
-    with caplog.at_level(logging.WARNING, logger="ssl_mae.training.callbacks"):
-        record = run_lightning("lightning", argv, tmp_path / "rec_pl")
-    assert len(record.losses) == 2 and all(torch.isfinite(torch.tensor(record.losses)))
-    assert "skipped 1 unreadable image files" in caplog.text
-    assert (tmp_path / "pl" / "last.ckpt").is_file()
-
-    # 2 processes with 2 images per step: 8 files, 2 steps each.
-    output, _ = ddp.communicate(timeout=RUN_TIMEOUT_S)
+        # 2 processes with 2 images per step: 8 files, 2 steps each.
+        output, _ = ddp.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        stop([ddp])
     assert ddp.returncode == 0, output[-4000:]
     assert "skipped 1 unreadable image files" in output
     for rank in (0, 1):

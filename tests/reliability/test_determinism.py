@@ -111,7 +111,8 @@ def _example_losses(name: str, out_dir: Path, *extra: str) -> list[float]:
 def test_pytorch_and_lightning_flavours_agree_bit_for_bit_with_norm_pix_and_workers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # seed_everything sets it: removed afterwards
+    monkeypatch.delenv("PL_GLOBAL_SEED")
     monkeypatch.chdir(tmp_path)
     plain = _example_losses("pytorch", tmp_path / "pt", "--num-workers", "2", "--seed", "3")
     lightning = _example_losses("lightning", tmp_path / "pl", "--num-workers", "0", "--seed", "3")
