@@ -41,7 +41,8 @@ from torch import Tensor
 
 from ssl_mae.data import GPUResidentLoader, TensorImageDataset, load_fashion_mnist
 from ssl_mae.flops import flops_per_image
-from ssl_mae.models import MAE, mae_vit_base_patch16, mae_vit_micro_patch4, mae_vit_tiny_patch4
+from ssl_mae.models.mae import MAE
+from ssl_mae.models.presets import mae_vit_base_patch16, mae_vit_micro_patch4, mae_vit_tiny_patch4
 from ssl_mae.training.optim import make_adamw
 from ssl_mae.training.precision import autocast_context, compile_model, default_autocast_dtype
 from ssl_mae.transforms import (

@@ -220,7 +220,10 @@ def build_hf(config: dict[str, Any], device: torch.device) -> tuple[Any, ...]:
         decoder_intermediate_size=4 * config["decoder_embed_dim"],
         mask_ratio=MASK_RATIO, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )  # fmt: skip
-    model = ViTMAEForPreTraining._from_config(hf_config, attn_implementation="sdpa").to(device)
+    # transformers' _from_config carries no annotations.
+    model = ViTMAEForPreTraining._from_config(  # type: ignore[no-untyped-call]
+        hf_config, attn_implementation="sdpa"
+    ).to(device)
 
     def loss_fn(images: Tensor) -> Tensor:
         loss: Tensor = model(pixel_values=images).loss

@@ -1,223 +1,129 @@
-"""Masked autoencoder (MAE) pre-training with Lightning DDP and distributed sampling.
+"""MAE pre-training with Lightning DDP, over the ssl_mae blocks: a script to copy and edit.
 
-The model of examples/lightning/mae.py trained with DistributedDataParallel: every process
-loads its own share of the data (Lightning swaps in a DistributedSampler) and the gradients are
-averaged. Every parameter gets a gradient each step, so DDP needs no find_unused_parameters.
-
-    python examples/lightning_distributed/mae.py --accelerator cpu --devices 2   # gloo on CPU
-    python examples/lightning_distributed/mae.py --accelerator gpu --devices 8   # NCCL on GPUs
-    # two machines, one process each (run on both, NODE_RANK=0 on the first, 1 on the second):
+    python examples/lightning_distributed/mae.py   # 2 processes: on GPUs (NCCL) or CPU (gloo)
     MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 NODE_RANK=0 \
-        python examples/lightning_distributed/mae.py --devices 1 --num-nodes 2
-
---batch-size is per process. A sample's crop, flip and mask depend only on (seed, epoch, index),
-so N processes with batch B compute what one process with batch N * B computes (up to rounding).
+        python examples/lightning_distributed/mae.py --devices 1 --num-nodes 2   # 2 machines
 """
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import CSVLogger
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
-from ssl_mae import MAEDecoder, MAELoss, MaskedVisionTransformer, random_token_mask
+from ssl_mae.core import MaskedAutoencoder
 from ssl_mae.data import build_dataset, dataset_channels
-from ssl_mae.loss import masked_patch_targets
-from ssl_mae.training.optim import (
-    build_adamw,
-    param_groups_weight_decay,
-    scaled_lr,
-    warmup_cosine_scheduler,
-)
-from ssl_mae.transforms import (
-    FASHION_MNIST_NORMALIZE,
-    IMAGENET_NORMALIZE,
-    BatchedMAEAugment,
-    CropParams,
-)
+from ssl_mae.loss import MAELoss
+from ssl_mae.models.presets import PRETRAIN_PRESETS
+from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
+from ssl_mae.training.callbacks import NonFiniteLossGuard, SkippedFilesReport
+from ssl_mae.training.data import batch_seed
+from ssl_mae.training.module import PretrainModule
+from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, IMAGENET_NORMALIZE, BatchedMAEAugment
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist, folder, cifar10...")
-parser.add_argument("--data-path", default=None, help="dataset directory (default: built-in)")
-parser.add_argument("--limit-images", type=int, default=0, help="train on the first N (0: all)")
-parser.add_argument("--image-size", type=int, default=28)
-parser.add_argument("--patch-size", type=int, default=4)
-parser.add_argument("--embed-dim", type=int, default=192)
-parser.add_argument("--depth", type=int, default=6)
-parser.add_argument("--num-heads", type=int, default=3)
-parser.add_argument("--decoder-dim", type=int, default=128)
-parser.add_argument("--decoder-depth", type=int, default=2)
-parser.add_argument("--decoder-heads", type=int, default=4)
-parser.add_argument("--mask-ratio", type=float, default=0.75)
+PRESET = "mae_vit_micro_patch7"  # the defaults are its model; checkpoints name it
+
+parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser.add_argument("--img-size", type=int, default=28, help="images are resized to this")
+parser.add_argument("--patch-size", type=int, default=7, help="patch side in pixels")
+parser.add_argument("--embed-dim", type=int, default=128, help="encoder width")
+parser.add_argument("--depth", type=int, default=4, help="encoder blocks")
+parser.add_argument("--num-heads", type=int, default=4, help="encoder attention heads")
+parser.add_argument("--decoder-embed-dim", type=int, default=64, help="decoder width")
+parser.add_argument("--decoder-depth", type=int, default=2, help="decoder blocks")
+parser.add_argument("--decoder-num-heads", type=int, default=4, help="decoder attention heads")
+parser.add_argument("--mask-ratio", type=float, default=0.75, help="share of patches removed")
 parser.add_argument("--norm-pix-loss", action="store_true", help="per-patch normalised targets")
-parser.add_argument("--batch-size", type=int, default=256)
-parser.add_argument("--epochs", type=int, default=10)
-parser.add_argument("--max-steps", type=int, default=-1, help="stop after N steps (-1: no limit)")
-parser.add_argument("--base-lr", type=float, default=1.5e-4, help="lr for a batch of 256 images")
-parser.add_argument("--weight-decay", type=float, default=0.05)
-parser.add_argument("--warmup-epochs", type=int, default=1)
-parser.add_argument("--num-workers", type=int, default=2)
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
-parser.add_argument("--devices", type=int, default=2, help="processes (GPUs) per node")
-parser.add_argument("--num-nodes", type=int, default=1)
-parser.add_argument("--strategy", default="ddp", help="ddp, or ddp_spawn in notebooks")
-parser.add_argument("--output-dir", default="output/lightning_distributed_mae")
-parser.add_argument(
-    "--debug-ranks",
-    action="store_true",
-    help="write each rank's dataset indices and final weights (indices_rank{R}.json, "
-    "weights_rank{R}.pt) to check that ranks see disjoint data and stay in sync",
-)
+parser.add_argument("--dataset", default="fashion_mnist", help="or folder, cifar10, stl10...")
+parser.add_argument("--data-path", help="dataset directory (fashion_mnist: the built-in files)")
+parser.add_argument("--limit-images", type=int, default=0, help="train on the first N (0: all)")
+parser.add_argument("--batch-size", type=int, default=256, help="images per process and step")
+parser.add_argument("--epochs", type=int, default=10, help="passes over the data")
+parser.add_argument("--base-lr", type=float, default=1.5e-4, help="lr = base lr * batch / 256")
+parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
+parser.add_argument("--seed", type=int, default=0, help="weights, data order, crops and masks")
+parser.add_argument("--accelerator", default="auto", help="cpu (gloo), gpu (NCCL) or auto")
+parser.add_argument("--devices", type=int, default=2, help="processes (GPUs) per machine")
+parser.add_argument("--num-nodes", type=int, default=1, help="machines")
+parser.add_argument("--output-dir", type=Path, default="output/lightning_ddp_mae", help="a new dir")
 
 
-class IndexedImages(Dataset[tuple[Tensor, int]]):
-    """Yields (uint8 image, index); the index seeds the sample's augmentation and mask."""
-
-    def __init__(self, dataset: Dataset[tuple[Tensor, int]]) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        return self.dataset[index][0], index
-
-
-def views_and_noise(
-    images: Tensor, indices: Tensor, epoch: int, seed: int, augment: BatchedMAEAugment, length: int
-) -> tuple[Tensor, Tensor]:
-    """Crops/flips images (B, C, H, W) on their device and draws mask noise (B, length).
-
-    Each sample has its own generator seeded by (seed, epoch, index): it gets the same crop, flip
-    and mask whichever batch, worker or DDP rank it lands on.
-    """
-    height, width = images.shape[-2:]
-    params, noise = [], []
-    for index in indices.tolist():
-        state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]
-        generator = torch.Generator().manual_seed(int(state))
-        params.append(augment.sample_params(1, height, width, generator=generator))
-        noise.append(torch.rand(1, length, generator=generator))
-    crops = CropParams(*(torch.cat(values) for values in zip(*params, strict=True)))
-    return augment.apply_params(images, crops), torch.cat(noise).to(images.device)
-
-
-class MAE(pl.LightningModule):
-    """MAE: a ViT encoder sees only the visible patches, a light decoder predicts the rest."""
-
-    def __init__(self, **hparams: Any) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        hp: Any = self.hparams
-        in_chans = dataset_channels(hp.dataset)
-        vit = {"img_size": hp.image_size, "patch_size": hp.patch_size, "in_chans": in_chans}
-        vit |= {"embed_dim": hp.embed_dim, "depth": hp.depth, "num_heads": hp.num_heads}
-        # No mask token in the encoder: MAE drops masked tokens, and an unused parameter would
-        # make DDP need find_unused_parameters (a graph search every step).
-        self.encoder = MaskedVisionTransformer.from_timm(vit, use_mask_token=False)
-        self.decoder = MAEDecoder(
-            num_patches=self.encoder.num_patches,
-            patch_size=hp.patch_size,
-            in_chans=in_chans,
-            embed_dim=hp.embed_dim,
-            decoder_embed_dim=hp.decoder_dim,
-            decoder_depth=hp.decoder_depth,
-            decoder_num_heads=hp.decoder_heads,
-        )
-        self.criterion = MAELoss(norm_pix=hp.norm_pix_loss)
-        normalize = FASHION_MNIST_NORMALIZE if in_chans == 1 else IMAGENET_NORMALIZE
-        self.augment = BatchedMAEAugment(
-            hp.image_size, min_scale=0.2, normalize=normalize, interpolation="bicubic"
-        )
-        self.losses: list[Tensor] = []
-        self.seen_indices: list[list[int]] = []
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        hp: Any = self.hparams
-        images, indices = batch
-        if hp.debug_ranks:
-            self.seen_indices.append(indices.tolist())
-        epoch, seed = self.current_epoch, hp.seed
-        num_patches = self.encoder.num_patches
-        views, noise = views_and_noise(images, indices, epoch, seed, self.augment, num_patches)
-        # idx_keep / idx_mask index the full token sequence (class token at 0).
-        idx_keep, idx_mask = random_token_mask(
-            (views.shape[0], self.encoder.sequence_length), hp.mask_ratio, noise=noise
-        )
-        x_encoded = self.encoder.encode(views, idx_keep=idx_keep)  # visible tokens only
-        pred = self.decoder.predict_masked(x_encoded, idx_keep, idx_mask)
-        target = masked_patch_targets(views, hp.patch_size, idx_mask)
-        loss: Tensor = self.criterion(pred, target)
-        self.log("train_loss", loss, prog_bar=True, sync_dist=True)  # mean over ranks
-        self.losses.append(loss.detach())
-        return loss
-
-    def configure_optimizers(self) -> Any:
-        hp: Any = self.hparams
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = int(self.trainer.num_training_batches)
-        warmup_steps = min(hp.warmup_epochs * steps_per_epoch, total_steps)
-        groups = param_groups_weight_decay(self, weight_decay=hp.weight_decay)
-        # Linear scaling with the batch of all processes together.
-        batch_size = hp.batch_size * self.trainer.world_size
-        optimizer = build_adamw(groups, lr=scaled_lr(hp.base_lr, batch_size))
-        scheduler = warmup_cosine_scheduler(optimizer, total_steps, warmup_steps)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
-
-
-def main(args: argparse.Namespace) -> None:
-    pl.seed_everything(args.seed)  # same seed -> same initial weights
-    model = MAE(**vars(args))
-
-    size = (args.image_size, args.image_size)
-    to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize(size), v2.CenterCrop(size)])
-    dataset = build_dataset(args.dataset, root=args.data_path, transform=to_tensor)
-    if args.limit_images > 0:
-        dataset = Subset(dataset, range(min(args.limit_images, len(dataset))))  # type: ignore[arg-type]
-    # shuffle=True: with use_distributed_sampler=True Lightning replaces the sampler with a
-    # DistributedSampler(shuffle=True, seed=args.seed) that deals each process its own share.
-    loader = DataLoader(
-        IndexedImages(dataset),
-        batch_size=args.batch_size,
-        shuffle=True,
-        num_workers=args.num_workers,
-        drop_last=False,
+def build_mae(args: argparse.Namespace, in_chans: int) -> MaskedAutoencoder:
+    """A timm ViT encoder, the MAE decoder and the loss: the blocks of the preset's model."""
+    vit = {"img_size": args.img_size, "patch_size": args.patch_size, "in_chans": in_chans}
+    vit |= {"embed_dim": args.embed_dim, "depth": args.depth, "num_heads": args.num_heads}
+    # No mask token: MAE drops masked tokens, and DDP fails on parameters without a gradient.
+    encoder = MaskedVisionTransformer.from_timm(vit, use_mask_token=False)
+    decoder = MAEDecoder(
+        num_patches=encoder.num_patches,
+        patch_size=args.patch_size,
+        in_chans=in_chans,
+        embed_dim=args.embed_dim,
+        decoder_embed_dim=args.decoder_embed_dim,
+        decoder_depth=args.decoder_depth,
+        decoder_num_heads=args.decoder_num_heads,
     )
+    loss = MAELoss(norm_pix=args.norm_pix_loss)  # MSE on the masked patches
+    return MaskedAutoencoder(encoder, decoder, loss, args.mask_ratio)
+
+
+class DDPPretrainModule(PretrainModule):
+    """ssl_mae's LightningModule, where every process draws the crops and masks of the global batch
+    and keeps its rows (the DistributedSampler deals row i to rank i % world): N processes compute
+    what one process computes with N times the batch."""
+
+    augment: BatchedMAEAugment
+    seed: int
+    num_patches: int
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        world, seed = self.trainer.world_size, batch_seed(self.seed, self.current_epoch, batch_idx)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        size, mine = len(batch[0]) * world, slice(self.global_rank, None, world)
+        crops = self.augment.sample_params(size, *self.augment.input_size, generator)
+        views = self.augment.apply_params(batch[0], type(crops)(*(p[mine] for p in crops)))
+        noise = torch.rand(size, self.num_patches, generator=generator, device=self.device)
+        out = self.mae_step(views, noise=noise[mine])  # mask -> encode visible -> decode -> loss
+        self.log("train_loss", out.loss, prog_bar=True, sync_dist=True)  # the mean over ranks
+        return out.loss
+
+
+def main(args: argparse.Namespace, callbacks: tuple[pl.Callback, ...] = ()) -> PretrainModule:
+    """Trains, writes OUTPUT_DIR/last.ckpt and returns the trained module."""
+    if (checkpoint := args.output_dir / "last.ckpt").exists():
+        parser.error(f"--output-dir {args.output_dir} holds a run already; choose another")
+    pl.seed_everything(args.seed)  # every process starts from the same weights
+    in_chans = dataset_channels(args.dataset)
+    keys = {*PRETRAIN_PRESETS[PRESET].config, "mask_ratio", "norm_pix_loss"}  # its vocabulary
+    overrides = {k: v for k, v in vars(args).items() if k in keys} | {"in_chans": in_chans}
+    model = DDPPretrainModule(build_mae(args, in_chans), PRESET, overrides, base_lr=args.base_lr)
+    normalize = FASHION_MNIST_NORMALIZE if in_chans == 1 else IMAGENET_NORMALIZE  # as the CLI
+    model.augment = BatchedMAEAugment(args.img_size, min_scale=0.2, normalize=normalize)
+    model.seed, model.num_patches = args.seed, (args.img_size // args.patch_size) ** 2
+
+    # uint8 images; unreadable files in a folder are replaced (no rank gets an empty batch).
+    to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize((args.img_size, args.img_size))])
+    folder: dict[str, Any] = {"on_error": "replace"} if args.dataset == "folder" else {}
+    images = build_dataset(args.dataset, root=args.data_path, transform=to_tensor, **folder)
+    dataset = Subset(images, range(len(images))[: args.limit_images or None])  # type: ignore[arg-type]
+    # Lightning swaps in a DistributedSampler(seed=--seed): each process, a share of every epoch.
+    loader = DataLoader(dataset, args.batch_size, shuffle=True, num_workers=args.num_workers)
 
     trainer = pl.Trainer(
         accelerator=args.accelerator,
         devices=args.devices,
         num_nodes=args.num_nodes,
-        strategy=args.strategy,
-        use_distributed_sampler=True,
+        strategy="ddp",  # or "ddp_spawn" in notebooks, "fsdp" to shard large models
         max_epochs=args.epochs,
-        max_steps=args.max_steps,
         default_root_dir=args.output_dir,
-        logger=CSVLogger(args.output_dir),
-        enable_checkpointing=False,
+        callbacks=[NonFiniteLossGuard(), SkippedFilesReport([images]), *callbacks],
     )
     trainer.fit(model, loader)
-
-    output_dir = Path(args.output_dir)
-    trainer.save_checkpoint(output_dir / "last.ckpt")  # every rank calls it, rank 0 writes
-    if trainer.is_global_zero:
-        torch.save(model.state_dict(), output_dir / "model.pt")
-        (output_dir / "losses.json").write_text(json.dumps(torch.stack(model.losses).tolist()))
-    if args.debug_ranks:
-        rank = trainer.global_rank
-        torch.save(model.state_dict(), output_dir / f"weights_rank{rank}.pt")
-        (output_dir / f"indices_rank{rank}.json").write_text(json.dumps(model.seen_indices))
+    trainer.save_checkpoint(checkpoint)  # every process calls it, rank 0 writes
+    return model
 
 
 if __name__ == "__main__":
