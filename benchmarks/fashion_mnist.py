@@ -438,6 +438,20 @@ def run_scratch(
     return {"impl": "scratch", "scratch": result}
 
 
+def save_reconstructions(model: OursMAE, test: Split, args: argparse.Namespace) -> None:
+    """PNG of 8 evaluation images: original | masked | reconstruction | visible pasted back,
+    drawn through the package's one MAE step around the trained encoder and decoder."""
+    from ssl_mae.core import MaskedAutoencoder
+    from ssl_mae.visualize import reconstruct, save_reconstruction_grid
+
+    core = MaskedAutoencoder(model.backbone, model.decoder, model.criterion, args.mask_ratio)
+    device = next(model.parameters()).device
+    images = normalize(test.images[:8]).to(device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    result = reconstruct(core, images, args.mask_ratio, generator=generator)
+    save_reconstruction_grid(result, args.reconstruction, normalize=FASHION_MNIST_NORMALIZE)
+
+
 # --------------------------------------------------------------------------------------------
 # Runs.
 
@@ -499,6 +513,8 @@ def run_impl(
             tic, cpu_tic = time.perf_counter(), time.process_time()
     if args.save_encoder:
         torch.save(model.backbone.state_dict(), args.save_encoder)
+    if args.reconstruction and isinstance(model, OursMAE):
+        save_reconstructions(model, test, args)
     if args.finetune_epochs > 0:
         tic_eval = time.perf_counter()
         evaluations[-1]["finetune"] = finetune_backbone(model.backbone, train, test, args, device)
@@ -785,6 +801,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--save-encoder", type=Path, default=None, help="save the pretrained encoder's weights"
+    )
+    parser.add_argument(
+        "--reconstruction",
+        type=Path,
+        default=None,
+        help="PNG of reconstructions of 8 evaluation images by the pretrained model (ours)",
     )
     parser.add_argument(
         "--train-subset", type=int, default=None, help="use the first N training images"
