@@ -465,6 +465,8 @@ def run_impl(
     sequence_length = (28 // args.patch_size) ** 2 + 1  # patches + class token
     steps_per_epoch = train.images.shape[0] // min(args.batch_size, train.images.shape[0])
     total_steps = args.epochs * steps_per_epoch
+    if args.max_steps is not None:  # a compute budget: the schedule ends after max_steps
+        total_steps = min(total_steps, args.max_steps)
     warmup_steps = min(round(args.warmup_epochs * steps_per_epoch), total_steps)
     optimizer: torch.optim.Optimizer
     if args.optimizer_recipe == "mae":
@@ -482,7 +484,7 @@ def run_impl(
     eval_time = 0.0
     train_cpu = 0.0
     tic, cpu_tic = time.perf_counter(), time.process_time()
-    epoch_done = 0
+    epoch_done: float = 0
     stream = pretraining_stream(train, args, sequence_length, device)
     model.train()
     for step, (epoch, images, idx_keep, idx_mask) in enumerate(stream):
@@ -495,8 +497,14 @@ def run_impl(
         if not math.isfinite(value):
             raise RuntimeError(f"{impl}: loss became {value} at step {step}")
         losses.append(value)
-        if (step + 1) % steps_per_epoch == 0:
-            epoch_done = epoch + 1
+        last = step + 1 == total_steps
+        if (step + 1) % steps_per_epoch == 0 or last:
+            # A budget that ends inside an epoch is reported in fractional epochs.
+            epoch_done = (
+                epoch + 1
+                if (step + 1) % steps_per_epoch == 0
+                else round((step + 1) / steps_per_epoch, 2)
+            )
             train_time += time.perf_counter() - tic
             train_cpu += time.process_time() - cpu_tic
             print(
@@ -504,13 +512,15 @@ def run_impl(
                 f"train {train_time:.0f}s",
                 flush=True,
             )
-            if epoch_done in eval_epochs:
+            if epoch_done in eval_epochs or last:
                 tic_eval = time.perf_counter()
                 metrics = evaluate_backbone(model.backbone, train, test, args, device)
                 eval_time += time.perf_counter() - tic_eval
                 evaluations.append({"epoch": epoch_done, **metrics})
                 print(f"[{impl}] epoch {epoch_done}: {json.dumps(metrics)}", flush=True)
             tic, cpu_tic = time.perf_counter(), time.process_time()
+        if last:
+            break
     if args.save_encoder:
         torch.save(model.backbone.state_dict(), args.save_encoder)
     if args.reconstruction and isinstance(model, OursMAE):
@@ -717,6 +727,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=["ours"],
         choices=IMPLS,
         help="implementations evaluated at --eval-epochs (others only after the last epoch)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="end pretraining (and its lr schedule) after this many steps (a compute budget)",
     )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1.5e-3, help="peak AdamW learning rate")

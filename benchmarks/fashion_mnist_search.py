@@ -180,9 +180,30 @@ def load_throughput() -> dict[str, float]:
     return rates
 
 
-def epochs_for_budget(name: str, budget_s: float, rates: dict[str, float]) -> int:
-    """Whole epochs of ``TRAIN_IMAGES`` that ``budget_s`` seconds of one core buy."""
-    return max(1, int(budget_s * rates[f"{name}/pretrain"] / TRAIN_IMAGES))
+#: Options that change the compute of a pretraining step; candidates that differ from ``base``
+#: only in others (lr, batch, targets, crops) share its measured rate, which averages out part
+#: of the noise of a shared machine.
+COMPUTE_OPTIONS = (
+    "--patch-size", "--embed-dim", "--depth", "--num-heads", "--decoder-dim",
+    "--decoder-depth", "--decoder-heads", "--mask-ratio", "--decode-ratio",
+)  # fmt: skip
+
+
+def pretrain_rate(name: str, rates: dict[str, float]) -> float:
+    """Measured img/s of a candidate's pretraining step (its compute twin's, see above)."""
+    twins = [
+        other
+        for other, config in CANDIDATES.items()
+        if all(config[key] == CANDIDATES[name][key] for key in COMPUTE_OPTIONS)
+        and f"{other}/pretrain" in rates
+    ]
+    return statistics.median(rates[f"{other}/pretrain"] for other in twins)
+
+
+def steps_for_budget(name: str, budget_s: float, rates: dict[str, float]) -> int:
+    """Pretraining steps that ``budget_s`` seconds of one core buy at the measured rate."""
+    batch_size = int(CANDIDATES[name]["--batch-size"])
+    return max(1, round(budget_s * pretrain_rate(name, rates) / batch_size))
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,8 +294,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "run":
         rates = load_throughput() if args.epochs is None else {}
         for name in args.names:
-            epochs = args.epochs or epochs_for_budget(name, args.budget_s, rates)
+            budget: list[str] = []
+            if args.epochs is None:
+                steps = steps_for_budget(name, args.budget_s, rates)
+                steps_per_epoch = TRAIN_IMAGES // int(CANDIDATES[name]["--batch-size"])
+                epochs = -(-steps // steps_per_epoch)
+                budget = ["--max-steps", str(steps)]
+            else:
+                epochs = args.epochs
             options = [
+                *budget,
                 *candidate_args(name),
                 *("--impl", "ours", "--baseline", "none", "--split", "val"),
                 *("--val-size", str(args.val_size), "--epochs", str(epochs), "--eval-epochs"),
@@ -284,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ]
             if args.train_subset is not None:
                 options += ["--train-subset", str(args.train_subset)]
-            print(f"[search] {name}: {epochs} epochs", flush=True)
+            print(f"[search] {name}: {epochs} epochs {budget}", flush=True)
             bench.main(options)
         return
     rows = [
