@@ -377,6 +377,7 @@ def supervised_run(
     device: torch.device,
     epochs: int,
     layer_decay: float,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Trains ``encoder`` + a linear head on the mean-pooled patch tokens end to end with the
     MAE fine-tuning recipe (AdamW, warmup + cosine, drop path, label smoothing, layer decay as
@@ -398,11 +399,13 @@ def supervised_run(
         drop_path_rate=args.finetune_drop_path,
         label_smoothing=0.1,
         warmup_epochs=min(1, epochs),
+        max_steps=max_steps,
         seed=args.seed,
         device=device,
     )
     return {
         "epochs": epochs,
+        "max_steps": max_steps,
         "layer_decay": layer_decay,
         "top1": 100.0 * result["top1"],
         "top5": 100.0 * result["top5"],
@@ -423,6 +426,7 @@ def finetune_backbone(
         device,
         args.finetune_epochs,
         args.finetune_layer_decay,
+        args.finetune_max_steps,
     )
 
 
@@ -433,7 +437,9 @@ def run_scratch(
     supervised recipe of :func:`finetune_backbone` for ``--scratch-epochs`` (no layer decay: a
     random stem has nothing to preserve)."""
     backbone = build_model("ours", args).backbone.to(device)
-    result = supervised_run(backbone, train, test, args, device, args.scratch_epochs, 1.0)
+    result = supervised_run(
+        backbone, train, test, args, device, args.scratch_epochs, 1.0, args.scratch_max_steps
+    )
     print(f"[scratch] {json.dumps(result)}", flush=True)
     return {"impl": "scratch", "scratch": result}
 
@@ -814,6 +820,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="also train the same ViT from scratch with the supervised recipe (0: skip)",
+    )
+    parser.add_argument(
+        "--finetune-max-steps", type=int, default=None, help="end fine-tuning after N steps"
+    )
+    parser.add_argument(
+        "--scratch-max-steps", type=int, default=None, help="end the scratch run after N steps"
     )
     parser.add_argument(
         "--save-encoder", type=Path, default=None, help="save the pretrained encoder's weights"

@@ -105,7 +105,7 @@ def candidate_args(name: str, config: dict[str, str] | None = None) -> list[str]
 
 def _pretrain_step(name: str) -> tuple[nn.Module, Any]:
     args = bench.parse_args(candidate_args(name))
-    model = bench.build_model("ours", args)
+    model = bench.build_model(args.impl[0], args)
     optimizer = build_adamw(param_groups_weight_decay(model, args.weight_decay), lr=args.lr)
     data = bench.Split(torch.randint(0, 256, (args.batch_size * 2, 1, 28, 28), dtype=torch.uint8),
                        torch.zeros(args.batch_size * 2, dtype=torch.long))  # fmt: skip
@@ -219,7 +219,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     best_linear = max(protocols, key=lambda p: last[p]["linear_top1"])
     return {
         "name": result["config"]["name"].removeprefix("search_"),
-        "epochs": result["config"]["epochs"],
+        "epochs": round(run["steps"] / run["steps_per_epoch"], 2),
+        "steps": run["steps"],
         "pretrain_wall_s": run["pretrain_wall_s"],
         "pretrain_cpu_s": run.get("pretrain_cpu_s"),
         "load": result.get("load_before"),
@@ -232,7 +233,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| candidate | change from base | epochs | pretrain wall / CPU (s) | load (1 min) "
+        "| candidate | change from base | epochs (steps) | pretrain wall / CPU (s) | load (1 min) "
         "| kNN mean | linear mean | kNN cls | linear cls | best kNN (protocol) "
         "| best linear (protocol) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
@@ -245,7 +246,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         cpu = f"{row['pretrain_cpu_s']:.0f}" if row["pretrain_cpu_s"] is not None else "-"
         load = f"{row['load'][0]:.1f}" if row["load"] else "-"
         lines.append(
-            f"| {row['name']} | {change or '-'} | {row['epochs']} "
+            f"| {row['name']} | {change or '-'} | {row['epochs']} ({row['steps']}) "
             f"| {row['pretrain_wall_s']:.0f} / {cpu} | {load} "
             f"| {row['mean']['knn_top1']:.2f} | {row['mean']['linear_top1']:.2f} "
             f"| {row['cls']['knn_top1']:.2f} | {row['cls']['linear_top1']:.2f} "
@@ -305,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             options = [
                 *budget,
                 *candidate_args(name),
-                *("--impl", "ours", "--baseline", "none", "--split", "val"),
+                *(() if "--impl" in CANDIDATES[name] else ("--impl", "ours")),
+                *("--baseline", "none", "--split", "val"),
                 *("--val-size", str(args.val_size), "--epochs", str(epochs), "--eval-epochs"),
                 *("--pools", *PROTOCOLS, "--probe-epochs", str(args.probe_epochs)),
                 *("--threads", "1", "--seed", str(args.seed), "--plot", ""),
