@@ -87,6 +87,32 @@ CANDIDATES: dict[str, dict[str, str]] = {
 }
 
 
+#: Lightly's own example settings (``examples/pytorch/mae.py``: decoder 512 wide with 16 heads,
+#: ``AdamW(model.parameters(), lr=1.5e-4)`` with torch's defaults and no schedule, batch 256,
+#: ``MAETransform``'s crop scale 0.2-1, mask 0.75, pixel targets) on Lightly's wiring; the
+#: example's ViT-B/32 does not fit 28-px images, so the encoder is the candidate's. Lightly's
+#: example decoder has had 1 block and 8 blocks across versions; the cheaper one is used.
+LIGHTLY_EXAMPLE = {
+    "--impl": "lightly",
+    "--optimizer-recipe": "lightly-example",
+    "--lr": "1.5e-4",
+    "--batch-size": "256",
+    "--decoder-dim": "512",
+    "--decoder-depth": "1",
+    "--decoder-heads": "16",
+    "--min-scale": "0.2",
+    "--mask-ratio": "0.75",
+    "--decode-ratio": "1.0",
+}
+
+
+def lightly_example(name: str) -> str:
+    """Registers (and returns the name of) Lightly's example recipe on a candidate's encoder."""
+    key = f"lightly_example_{name}"
+    CANDIDATES[key] = {**CANDIDATES[name], **LIGHTLY_EXAMPLE}
+    return key
+
+
 def candidate_args(name: str, config: dict[str, str] | None = None) -> list[str]:
     """Command-line options of ``benchmarks/fashion_mnist.py`` for a candidate."""
     config = CANDIDATES[name] if config is None else config
@@ -172,8 +198,7 @@ def measure_throughput(names: Sequence[str], rounds: int, steps: int) -> dict[st
     }
 
 
-def load_throughput() -> dict[str, float]:
-    path = RESULTS / "throughput.json"
+def load_throughput(path: Path = RESULTS / "throughput.json") -> dict[str, float]:
     if not path.exists():
         raise SystemExit(f"{path} is missing: run the 'throughput' step first")
     rates: dict[str, float] = json.loads(path.read_text())["img_per_s"]
@@ -257,6 +282,58 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Final rows on the test split, at equal one-core budgets.
+
+
+def run_final(args: argparse.Namespace) -> None:
+    """The recommended candidate (pretraining ``--budget-s``, then fine-tuning for
+    ``--finetune-budget-s``), Lightly's example recipe for the same pretraining budget, and the
+    same ViT trained from scratch for the sum of both budgets; budgets are converted to steps
+    with the rates measured interleaved in ``--throughput``."""
+    rates = load_throughput(args.throughput)
+    name = args.name
+    lightly = lightly_example(name)
+    batch = int(CANDIDATES[name]["--batch-size"])
+    supervised_batch = 256
+    supervised_rate = rates[f"{name}/supervised"]
+    pretrain_steps = round(args.budget_s * rates[f"{name}/pretrain"] / batch)
+    finetune_steps = round(args.finetune_budget_s * supervised_rate / supervised_batch)
+    scratch_steps = round(
+        (args.budget_s + args.finetune_budget_s) * supervised_rate / supervised_batch
+    )
+    lightly_steps = round(args.budget_s * rates[f"{lightly}/pretrain"] / batch)
+    per_epoch = 60_000 // supervised_batch
+    common = [
+        *("--baseline", "none", "--threads", "1", "--seed", str(args.seed), "--plot", ""),
+        *("--eval-epochs", "--pools", *args.pools, "--output-dir", str(args.output_dir)),
+        *args.extra,
+    ]
+    plans = {
+        "ours": [
+            *candidate_args(name), "--impl", "ours",
+            *("--epochs", str(-(-pretrain_steps // (60_000 // batch)))),
+            *("--max-steps", str(pretrain_steps)),
+            *("--finetune-epochs", str(-(-finetune_steps // per_epoch))),
+            *("--finetune-max-steps", str(finetune_steps)),
+        ],
+        "lightly": [
+            *candidate_args(lightly),
+            *("--epochs", str(-(-lightly_steps // (60_000 // batch)))),
+            *("--max-steps", str(lightly_steps)),
+        ],
+        "scratch": [
+            *candidate_args(name), "--impl", "none",
+            *("--scratch-epochs", str(-(-scratch_steps // per_epoch))),
+            *("--scratch-max-steps", str(scratch_steps)),
+        ],
+    }  # fmt: skip
+    for arm in args.arms:
+        stem = f"final_{arm}_{name}_s{args.seed}"
+        print(f"[final] {stem}: {plans[arm]}", flush=True)
+        bench.main([*plans[arm], *common, "--name", stem])
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -278,6 +355,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     run.add_argument("--val-size", type=int, default=10_000)
     run.add_argument("--epochs", type=int, default=None, help="instead of --budget-s")
     run.add_argument("--output-dir", type=Path, default=RESULTS)
+    through.add_argument("--lightly-example", action="store_true", help="add Lightly's")
+    through.add_argument("--output", default="throughput.json")
+    final = sub.add_parser(
+        "final", help="test split: recipe + fine-tune vs Lightly's example vs scratch"
+    )
+    final.add_argument("name", choices=list(CANDIDATES), help="the recommended candidate")
+    final.add_argument("--budget-s", type=float, required=True, help="pretraining, one core")
+    final.add_argument("--finetune-budget-s", type=float, required=True)
+    final.add_argument("--seed", type=int, default=0)
+    final.add_argument("--arms", nargs="+", default=["ours", "lightly", "scratch"])
+    final.add_argument("--throughput", type=Path, default=RESULTS / "throughput_final.json")
+    final.add_argument("--pools", nargs="+", default=["cls", "mean", "mean-last4-cat"])
+    final.add_argument("--output-dir", type=Path, default=RESULTS.parent)
+    final.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more options")
     table = sub.add_parser("table", help="Markdown table of the finished candidates")
     table.add_argument("--output-dir", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -286,9 +377,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.command == "throughput":
-        result = measure_throughput(args.names, args.rounds, args.steps)
+        names = list(args.names)
+        if args.lightly_example:
+            names += [lightly_example(name) for name in args.names]
+        result = measure_throughput(names, args.rounds, args.steps)
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "throughput.json").write_text(json.dumps(result, indent=1) + "\n")
+        (RESULTS / args.output).write_text(json.dumps(result, indent=1) + "\n")
         for key, value in result["img_per_s"].items():
             print(f"{key:36s} {value:8.1f} img/s")
         return
@@ -317,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 options += ["--train-subset", str(args.train_subset)]
             print(f"[search] {name}: {epochs} epochs {budget}", flush=True)
             bench.main(options)
+        return
+    if args.command == "final":
+        run_final(args)
         return
     rows = [
         summarize(json.loads(path.read_text()))
