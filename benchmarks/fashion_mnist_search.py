@@ -333,6 +333,77 @@ def run_final(args: argparse.Namespace) -> None:
         bench.main([*plans[arm], *common, "--name", stem])
 
 
+def _final_runs(directory: Path, arm: str, name: str) -> dict[int, dict[str, Any]]:
+    runs = {}
+    for path in sorted(directory.glob(f"final_{arm}_{name}_s*.json")):
+        result = json.loads(path.read_text())
+        runs[int(result["config"]["seed"])] = result
+    return runs
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.2f}" if values else "-"
+    return f"{statistics.mean(values):.2f} (spread {max(values) - min(values):.2f})"
+
+
+def final_report(directory: Path, name: str) -> str:
+    """Markdown tables of the ``final`` runs: frozen features of ours and Lightly's example
+    per protocol and seed, and fine-tuning vs from scratch."""
+    lines = [
+        "| implementation | protocol | seed | pretrain steps (epochs) | pretrain wall / CPU (s) "
+        "| load (1 min) | kNN top-1 | linear top-1 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    summary: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for arm in ("ours", "lightly"):
+        for seed, result in _final_runs(directory, arm, name).items():
+            run = next(r for r in result["runs"] if r["impl"] in ("ours", "lightly"))
+            last = run["evaluations"][-1]
+            for protocol in result["config"]["pools"]:
+                metrics = last[protocol]
+                cell = summary.setdefault((arm, protocol), {"knn": [], "linear": []})
+                cell["knn"].append(metrics["knn_top1"])
+                cell["linear"].append(metrics["linear_top1"])
+                lines.append(
+                    f"| {arm} | {protocol} | {seed} | {run['steps']} "
+                    f"({run['steps'] / run['steps_per_epoch']:.2f}) "
+                    f"| {run['pretrain_wall_s']:.0f} / {run['pretrain_cpu_s']:.0f} "
+                    f"| {result['load_before'][0]:.1f} | {metrics['knn_top1']:.2f} "
+                    f"| {metrics['linear_top1']:.2f} |"
+                )
+    lines += [
+        "",
+        "| implementation | protocol | kNN top-1, mean of seeds | linear top-1, mean of seeds |",
+        "|---|---|---:|---:|",
+    ]
+    for (arm, protocol), cell in summary.items():
+        lines.append(f"| {arm} | {protocol} | {_spread(cell['knn'])} | {_spread(cell['linear'])} |")
+    lines += [
+        "",
+        "| run | seed | pretrain steps | supervised steps | supervised wall / CPU (s) "
+        "| load (1 min) | test top-1 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for arm in ("ours", "scratch"):
+        for seed, result in _final_runs(directory, arm, name).items():
+            if arm == "ours":
+                run = next(r for r in result["runs"] if r["impl"] == "ours")
+                tuned = run["evaluations"][-1].get("finetune")
+                if tuned is None:
+                    continue
+                label, pretrain_steps = "MAE pretraining + fine-tuning", str(run["steps"])
+            else:
+                tuned = next(r for r in result["runs"] if r["impl"] == "scratch")["scratch"]
+                label, pretrain_steps = "from scratch", "0"
+            lines.append(
+                f"| {label} | {seed} | {pretrain_steps} | {tuned['max_steps']} "
+                f"| {tuned['wall_s']:.0f} / {tuned['cpu_s']:.0f} "
+                f"| {result['load_before'][0]:.1f} | {tuned['top1']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -369,6 +440,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     final.add_argument("--pools", nargs="+", default=["cls", "mean", "mean-last4-cat"])
     final.add_argument("--output-dir", type=Path, default=RESULTS.parent)
     final.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more options")
+    report = sub.add_parser("report", help="Markdown tables of the final runs")
+    report.add_argument("name", choices=list(CANDIDATES))
+    report.add_argument("--output-dir", type=Path, default=RESULTS.parent)
     table = sub.add_parser("table", help="Markdown table of the finished candidates")
     table.add_argument("--output-dir", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -414,6 +488,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.command == "final":
         run_final(args)
+        return
+    if args.command == "report":
+        text = final_report(args.output_dir, args.name)
+        (args.output_dir / f"final_{args.name}.md").write_text(text)
+        print(text)
         return
     rows = [
         summarize(json.loads(path.read_text()))
