@@ -385,6 +385,10 @@ def supervised_run(
     from torch.utils.data import TensorDataset
 
     batch_size = min(args.finetune_batch_size, train.images.shape[0])
+    # A step budget is scheduled as a 10-epoch run cut at max_steps: ``finetune`` scales its
+    # one-epoch warmup by the same factor, so the warmup is the first 10 % of the budget and the
+    # cosine reaches its end at the last step, however short the budget.
+    schedule_epochs = epochs if max_steps is None else max(epochs, 10)
     tic, cpu = time.perf_counter(), time.process_time()
     result = finetune(
         encoder,
@@ -392,7 +396,7 @@ def supervised_run(
         TensorDataset(normalize(test.images), test.labels),
         NUM_CLASSES,
         pool="mean",
-        epochs=epochs,
+        epochs=schedule_epochs,
         batch_size=batch_size,
         base_lr=args.finetune_lr,
         layer_decay=layer_decay,
@@ -520,7 +524,11 @@ def run_impl(
             )
             if epoch_done in eval_epochs or last:
                 tic_eval = time.perf_counter()
-                metrics = evaluate_backbone(model.backbone, train, test, args, device)
+                metrics = (
+                    {}
+                    if args.skip_frozen_eval
+                    else evaluate_backbone(model.backbone, train, test, args, device)
+                )
                 eval_time += time.perf_counter() - tic_eval
                 evaluations.append({"epoch": epoch_done, **metrics})
                 print(f"[{impl}] epoch {epoch_done}: {json.dumps(metrics)}", flush=True)
@@ -608,7 +616,7 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             )
             continue
         for evaluation in run["evaluations"]:
-            for pool in result["config"]["pools"]:
+            for pool in [p for p in result["config"]["pools"] if p in evaluation]:
                 rows.append(
                     {
                         "impl": run["impl"],
@@ -814,6 +822,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.5,
         help="random-resized-crop area of the supervised runs (fine-tune and scratch)",
+    )
+    parser.add_argument(
+        "--skip-frozen-eval",
+        action="store_true",
+        help="no kNN / linear probe of the pretrained encoder (e.g. when only fine-tuning)",
     )
     parser.add_argument(
         "--scratch-epochs",
