@@ -315,6 +315,7 @@ def run_final(args: argparse.Namespace) -> None:
             *("--max-steps", str(pretrain_steps)),
             *("--finetune-epochs", str(-(-finetune_steps // per_epoch))),
             *("--finetune-max-steps", str(finetune_steps)),
+            *(("--reconstruction", args.reconstruction) if args.reconstruction else ()),
         ],
         # The "ours" run again, for fine-tuning only: pretraining is deterministic on a CPU, so
         # the encoder is the one whose frozen features the "ours" run evaluated.
@@ -448,6 +449,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     final.add_argument("--throughput", type=Path, default=RESULTS / "throughput_final.json")
     final.add_argument("--pools", nargs="+", default=["cls", "mean", "mean-last4-cat"])
     final.add_argument("--output-dir", type=Path, default=RESULTS.parent)
+    final.add_argument(
+        "--reconstruction", default=None, help="PNG of the recipe's reconstructions (ours arm)"
+    )
     final.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more options")
     report = sub.add_parser("report", help="Markdown tables of the final runs")
     report.add_argument("name", choices=list(CANDIDATES))
