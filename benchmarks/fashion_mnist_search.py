@@ -306,6 +306,7 @@ def run_final(args: argparse.Namespace) -> None:
     common = [
         *("--baseline", "none", "--threads", "1", "--seed", str(args.seed), "--plot", ""),
         *("--eval-epochs", "--pools", *args.pools, "--output-dir", str(args.output_dir)),
+        *("--split", args.split, "--finetune-lr", args.finetune_lr),
         *args.extra,
     ]
     plans = {
@@ -449,6 +450,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     final.add_argument("--throughput", type=Path, default=RESULTS / "throughput_final.json")
     final.add_argument("--pools", nargs="+", default=["cls", "mean", "mean-last4-cat"])
     final.add_argument("--output-dir", type=Path, default=RESULTS.parent)
+    final.add_argument("--split", choices=("test", "val"), default="test")
+    final.add_argument(
+        "--finetune-lr", default="1e-3", help="base lr per 256 of fine-tuning and scratch"
+    )
     final.add_argument(
         "--reconstruction", default=None, help="PNG of the recipe's reconstructions (ours arm)"
     )
