@@ -199,3 +199,66 @@ def test_recipe_stages_run_in_smoke_mode(tmp_path: Path) -> None:
         recipes.main(
             [f"--recipe=cifar10_vits4_{stage}", "--smoke", "--checkpoint", str(checkpoint), *out]
         )
+
+
+def test_validation_split_holds_out_the_last_training_images(bench: ModuleType) -> None:
+    args = bench.parse_args(["--train-subset", "300", "--split", "val", "--val-size", "100"])
+    train, held_out = bench.load_splits(args)
+    full = bench.load_split(True, 300, None)
+    assert train.images.shape[0] == 200 and held_out.images.shape[0] == 100
+    assert torch.equal(held_out.images, full.images[200:])
+    assert torch.equal(train.labels, full.labels[:200])
+
+
+def test_feature_protocols(bench: ModuleType) -> None:
+    protocol = bench.parse_protocol("mean-last4-cat")
+    assert (protocol.pool, protocol.layers, protocol.combine) == ("mean", 4, "concat")
+    assert bench.parse_protocol("cls").layers == 1
+    assert bench.parse_protocol("cls-last2-avg").combine == "mean"
+    for bad in ("max", "mean-last0-cat", "mean-last2-sum"):
+        with pytest.raises(ValueError):
+            bench.parse_protocol(bad)
+    with pytest.raises(SystemExit):  # the TINY encoder has one block
+        bench.parse_args([*TINY, "--pools", "mean-last2-cat"])
+    args = bench.parse_args([*TINY, "--depth", "2"])
+    backbone = bench.build_model("ours", args).backbone
+    data = bench.Split(torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8), torch.zeros(3))
+    protocols = ["cls", "mean", "mean-last2-cat", "mean-last2-avg"]
+    features = bench.extract(backbone, data, torch.device("cpu"), protocols)
+    assert [features[p].shape[1] for p in protocols] == [32, 32, 64, 32]
+
+
+def test_budgeted_run_with_partial_decoding_finetune_and_scratch(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    result = bench.main(
+        [*TINY, "--impl", "ours", "--baseline", "none", "--eval-epochs", "--epochs", "2",
+         "--max-steps", "4", "--batch-size", "64", "--decode-ratio", "0.5",
+         "--split", "val", "--val-size", "64",
+         "--finetune-epochs", "1", "--finetune-max-steps", "1", "--scratch-epochs", "1",
+         "--scratch-max-steps", "1", "--finetune-batch-size", "64",
+         "--output-dir", str(tmp_path), "--plot", ""]
+    )  # fmt: skip
+    ours = next(run for run in result["runs"] if run["impl"] == "ours")
+    assert ours["steps"] == 4 and ours["evaluations"][-1]["epoch"] == 1.33  # 3 steps per epoch
+    assert result["config"]["test_size"] == 64 and result["config"]["train_size"] == 192
+    assert "load_before" in result and ours["pretrain_cpu_s"] > 0
+    impls = {row["impl"] for row in result["rows"]}
+    assert {"ours", "ours fine-tuned", "scratch (supervised)"} <= impls
+
+
+def test_search_budgets_steps_from_measured_throughput() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_fashion_mnist_search", SCRIPT.parent / "fashion_mnist_search.py"
+    )
+    assert spec is not None and spec.loader is not None
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
+    rates = {"base/pretrain": 500.0, "p7_normpix/pretrain": 300.0, "p4/pretrain": 100.0}
+    # norm-pix has the same step compute as base: both use the median of their rates.
+    assert search.pretrain_rate("p7_normpix", rates) == search.pretrain_rate("base", rates) == 400
+    assert search.steps_for_budget("p4", 256.0, rates) == 100
+    assert "--norm-pix" in search.candidate_args("p7_normpix")
+    lightly = search.lightly_example("p7_dec1")
+    assert search.CANDIDATES[lightly]["--decoder-dim"] == "512"
+    assert search.CANDIDATES[lightly]["--impl"] == "lightly"

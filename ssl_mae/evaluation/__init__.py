@@ -12,7 +12,13 @@ and end to end::
     finetune(encoder, train_set, test_set, num_classes=10, layer_decay=0.75)
 """
 
-from ssl_mae.evaluation.features import encode_pooled, extract_features, pool_tokens
+from ssl_mae.evaluation.features import (
+    encode_layers,
+    encode_pooled,
+    extract_features,
+    pool_layers,
+    pool_tokens,
+)
 from ssl_mae.evaluation.finetune import (
     FineTuneClassifier,
     evaluate_classifier,
@@ -32,6 +38,7 @@ __all__ = [
     "LARS",
     "FineTuneClassifier",
     "LinearProbe",
+    "encode_layers",
     "encode_pooled",
     "evaluate_classifier",
     "extract_features",
@@ -42,6 +49,7 @@ __all__ = [
     "layer_id_for_parameter",
     "linear_probe_encoder",
     "param_groups_layer_decay",
+    "pool_layers",
     "pool_tokens",
     "set_drop_path",
     "set_learning_rate",

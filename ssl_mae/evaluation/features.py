@@ -2,12 +2,19 @@
 
 kNN and the linear probe both work on a fixed feature tensor, so the (expensive) encoder runs a
 single time per data set instead of once per epoch.
+
+Features come from the last block (``layers=1``, the usual protocol) or from the last ``k``
+blocks: each block's tokens go through the encoder's final norm, are pooled (class token or mean
+of the patch tokens) and the ``k`` pooled vectors are concatenated (``combine="concat"``,
+(B, k * D)) or averaged (``combine="mean"``, (B, D)). MAE encoders spread what they learn over
+their blocks (the last ones specialise in pixel reconstruction), so several layers often give
+better frozen features than the last one alone.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -18,6 +25,8 @@ from ssl_mae._validation import as_device, check_bool, check_positive_int
 
 Pool = Literal["cls", "mean", "prefix"]
 POOL_CHOICES: tuple[str, ...] = ("cls", "mean", "prefix")
+Combine = Literal["concat", "mean"]
+COMBINE_CHOICES: tuple[str, ...] = ("concat", "mean")
 
 
 def check_pool(pool: str) -> Pool:
@@ -58,7 +67,84 @@ def pool_tokens(tokens: Tensor, pool: str, num_prefix_tokens: int) -> Tensor:
     return tokens[:, num_prefix_tokens:].mean(dim=1)
 
 
-def encode_pooled(encoder: nn.Module, images: Tensor, pool: str = "cls") -> Tensor:
+def check_combine(combine: str) -> Combine:
+    """Checks that ``combine`` is one of :data:`COMBINE_CHOICES` and returns it."""
+    if combine not in COMBINE_CHOICES:
+        raise ValueError(f"combine must be one of {COMBINE_CHOICES}, got {combine!r}")
+    return combine  # type: ignore[return-value]
+
+
+def pool_layers(
+    layers: Sequence[Tensor], pool: str, num_prefix_tokens: int, combine: str = "concat"
+) -> Tensor:
+    """Pools several blocks' token sequences and combines them into one vector per image.
+
+    Args:
+        layers: ``k`` tensors (B, L, D), e.g. the outputs of the last ``k`` blocks.
+        pool: ``"cls"`` or ``"mean"`` (see :func:`pool_tokens`), applied to every layer.
+        num_prefix_tokens: Number of prefix tokens at the start of each sequence.
+        combine: ``"concat"`` gives (B, k * D), layers in the given order; ``"mean"`` averages
+            the pooled vectors to (B, D).
+
+    Returns:
+        The combined features.
+    """
+    combine = check_combine(combine)
+    if len(layers) == 0:
+        raise ValueError("layers must hold at least one (B, L, D) tensor, got none")
+    pooled = [pool_tokens(tokens, pool, num_prefix_tokens) for tokens in layers]
+    if combine == "concat":
+        return torch.cat(pooled, dim=1)
+    return torch.stack(pooled).mean(dim=0)
+
+
+def _check_layers(layers: int) -> int:
+    return check_positive_int(layers, "layers")
+
+
+def encode_layers(
+    encoder: nn.Module, images: Tensor, pool: str = "mean", layers: int = 1, combine: str = "concat"
+) -> Tensor:
+    """Encodes images without masking and pools the last ``layers`` blocks (see the module doc).
+
+    The encoder must offer ``forward_intermediates(images, norm=True) -> (tokens, per_block)``
+    and ``num_prefix_tokens`` (the project's :class:`~ssl_mae.modules.MaskedVisionTransformer`
+    and Lightly's ``MaskedVisionTransformerTIMM`` do); the final norm is applied to every block's
+    output, so ``layers=1`` gives the same features as :func:`encode_pooled`.
+
+    Args:
+        encoder: The backbone.
+        images: (B, C, H, W) images.
+        pool: ``"cls"`` or ``"mean"``.
+        layers: How many of the last blocks to use, between 1 and the encoder's depth.
+        combine: ``"concat"`` ((B, layers * D)) or ``"mean"`` ((B, D)).
+
+    Returns:
+        The features, in the dtype the encoder produced.
+    """
+    pool = check_pool(pool)
+    layers = _check_layers(layers)
+    combine = check_combine(combine)
+    forward_intermediates = getattr(encoder, "forward_intermediates", None)
+    num_prefix_tokens = getattr(encoder, "num_prefix_tokens", None)
+    if not callable(forward_intermediates) or num_prefix_tokens is None:
+        raise ValueError(
+            f"features of several layers need an encoder with forward_intermediates(images, "
+            f"norm=...) and num_prefix_tokens; {type(encoder).__name__} has not both"
+        )
+    _, blocks = forward_intermediates(images, norm=True)
+    if not 1 <= layers <= len(blocks):
+        raise ValueError(f"layers must be in [1, {len(blocks)}] for this encoder, got {layers}")
+    return pool_layers(blocks[-layers:], pool, int(num_prefix_tokens), combine)
+
+
+def encode_pooled(
+    encoder: nn.Module,
+    images: Tensor,
+    pool: str = "cls",
+    layers: int = 1,
+    combine: str = "concat",
+) -> Tensor:
     """Encodes images without masking and pools them to (B, D).
 
     The encoder is used through the first interface it offers:
@@ -69,15 +155,23 @@ def encode_pooled(encoder: nn.Module, images: Tensor, pool: str = "cls") -> Tens
        to 1 when the model does not define it);
     3. ``encoder(images) -> (B, D)`` (any backbone that already pools; ``pool`` is then unused).
 
+    With ``layers > 1`` the last ``layers`` blocks are pooled and combined instead (see
+    :func:`encode_layers`, which needs ``forward_intermediates``).
+
     Args:
         encoder: The backbone.
         images: (B, C, H, W) images.
         pool: ``"cls"``, ``"mean"`` or ``"prefix"`` (see :func:`pool_tokens`).
+        layers: Number of last blocks to pool (1: the encoder's output only).
+        combine: How several layers are combined, ``"concat"`` or ``"mean"``.
 
     Returns:
-        (B, D) features, in the dtype the encoder produced.
+        (B, D) features ((B, layers * D) for ``layers > 1`` with ``"concat"``), in the dtype
+        the encoder produced.
     """
     pool = check_pool(pool)
+    if _check_layers(layers) > 1:
+        return encode_layers(encoder, images, pool, layers, combine)
     encode = getattr(encoder, "encode", None)
     num_prefix_tokens = getattr(encoder, "num_prefix_tokens", None)
     if callable(encode) and num_prefix_tokens is not None:
@@ -184,6 +278,8 @@ def extract_features(
     amp: bool | None = None,
     batch_size: int = 256,
     num_workers: int = 0,
+    layers: int = 1,
+    combine: str = "concat",
 ) -> tuple[Tensor, Tensor]:
     """Runs a frozen encoder over a data set and collects one feature vector per image.
 
@@ -201,13 +297,19 @@ def extract_features(
             ``False`` disables it.
         batch_size: Batch size used when a ``Dataset`` is given.
         num_workers: Loader workers used when a ``Dataset`` is given.
+        layers: Pool the last ``layers`` blocks instead of the output only (see
+            :func:`encode_layers`).
+        combine: ``"concat"`` or ``"mean"`` of the layers' pooled vectors.
 
     Returns:
-        ``(features, labels)``: (N, D) float32 features and (N,) int64 labels, both on the CPU.
+        ``(features, labels)``: (N, D) float32 features and (N,) int64 labels, both on the CPU
+        ((N, layers * D) with several concatenated layers).
     """
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
     pool = check_pool(pool)
+    _check_layers(layers)
+    combine = check_combine(combine)
     check_positive_int(batch_size, "batch_size")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
@@ -227,7 +329,7 @@ def extract_features(
         for images, batch_labels in iterate_batches(loader):
             images = images.to(run_device, non_blocking=True)
             with autocast_context(run_device, amp):
-                batch_features = encode_pooled(encoder, images, pool)
+                batch_features = encode_pooled(encoder, images, pool, layers, combine)
             features.append(batch_features.float().cpu())
             labels.append(batch_labels.long().cpu())
     finally:
