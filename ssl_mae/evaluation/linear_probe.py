@@ -36,6 +36,14 @@ OPTIMIZER_CHOICES: tuple[str, ...] = ("lars", "sgd")
 # both reach their best accuracy within 30 epochs, while 0.1 (the MAE ImageNet value) with LARS
 # leaves the probe under-trained (76% instead of 84.6% on raw pixels after 10 epochs).
 DEFAULT_BASE_LR: dict[str, float] = {"lars": 1.0, "sgd": 0.05}
+# The size-derived schedule of default_probe_schedule (measured against scikit-learn's
+# LogisticRegression on small and large feature sets, see docs/benchmarks.md).
+PROBE_STEPS_PER_EPOCH = 32
+PROBE_MIN_BATCH = 16
+PROBE_MAX_BATCH = 1024
+PROBE_MIN_STEPS = 3000
+PROBE_MIN_EPOCHS = 30
+DEFAULT_WARMUP_EPOCHS = 3
 
 
 class LinearProbe(nn.Module):
@@ -75,13 +83,39 @@ class LinearProbe(nn.Module):
         return logits
 
 
+def default_probe_schedule(num_train: int) -> tuple[int, int]:
+    """Batch size and epochs of a linear probe on ``num_train`` samples, when none are given.
+
+    The batch is ``num_train / PROBE_STEPS_PER_EPOCH`` rounded down to a power of two and kept
+    in [``PROBE_MIN_BATCH``, ``PROBE_MAX_BATCH``], so a small set still takes many steps per
+    epoch (a batch of 1024 on 2 000 samples takes one); the epochs are as many as it takes to
+    reach ``PROBE_MIN_STEPS`` optimiser steps, and at least ``PROBE_MIN_EPOCHS``.
+
+    Args:
+        num_train: Number of training samples.
+
+    Returns:
+        ``(batch_size, epochs)``.
+    """
+    check_positive_int(num_train, "num_train")
+    target = max(num_train // PROBE_STEPS_PER_EPOCH, 1)
+    batch_size = 1 << (target.bit_length() - 1)  # the power of two <= target
+    batch_size = max(PROBE_MIN_BATCH, min(PROBE_MAX_BATCH, batch_size))
+    batch_size = min(batch_size, num_train)
+    steps_per_epoch = max(num_train // batch_size, 1)
+    epochs = max(PROBE_MIN_EPOCHS, -(-PROBE_MIN_STEPS // steps_per_epoch))
+    return batch_size, epochs
+
+
 class LinearProbeResult(TypedDict):
-    """Final test accuracies in [0, 1], per-epoch history and the trained probe (on the CPU)."""
+    """Final test accuracies in [0, 1], per-epoch history, the trained probe (on the CPU) and
+    the settings it was trained with (``epochs``, ``batch_size``, ``lr``, ``optimizer``)."""
 
     top1: float
     top5: float
     history: dict[str, list[float]]
     probe: LinearProbe
+    settings: dict[str, Any]
 
 
 @torch.no_grad()
@@ -100,14 +134,14 @@ def train_linear_probe(
     test_features: Tensor,
     test_labels: Tensor,
     num_classes: int,
-    epochs: int = 30,
-    batch_size: int = 1024,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     lr: float | None = None,
     base_lr: float | None = None,
     optimizer: str = "lars",
     weight_decay: float = 0.0,
     momentum: float = 0.9,
-    warmup_epochs: int = 3,
+    warmup_epochs: int | None = None,
     min_lr: float = 0.0,
     eval_every: int = 0,
     seed: int = 0,
@@ -121,9 +155,11 @@ def train_linear_probe(
         test_features: (M, D) frozen test features.
         test_labels: (M,) integer labels in [0, num_classes).
         num_classes: Number of classes C.
-        epochs: Passes over the training features.
+        epochs: Passes over the training features; None derives them from the set size (see
+            :func:`default_probe_schedule`).
         batch_size: Samples per step (the last, smaller batch of an epoch is dropped when the
-            data set holds more than one batch, so batch-norm statistics stay reliable).
+            data set holds more than one batch, so batch-norm statistics stay reliable); None
+            derives it from the set size (see :func:`default_probe_schedule`).
         lr: Peak learning rate. When None it is ``base_lr * batch_size / 256`` (the MAE rule).
         base_lr: Learning rate per 256 samples, used when ``lr`` is None. Defaults to
             :data:`DEFAULT_BASE_LR` of the optimiser: 1.0 for LARS, 0.05 for SGD. MAE uses 0.1
@@ -134,7 +170,8 @@ def train_linear_probe(
             (with momentum).
         weight_decay: Weight decay on the linear weight (MAE uses 0).
         momentum: Momentum of either optimiser.
-        warmup_epochs: Epochs of linear warmup before the cosine decay.
+        warmup_epochs: Epochs of linear warmup before the cosine decay; None: 3, or ``epochs``
+            when that is smaller.
         min_lr: Learning rate at the end of the cosine decay.
         eval_every: Also measure test top-1 every this many epochs (0: only at the end).
         seed: Seeds the probe initialisation and the shuffling; the global RNG is untouched.
@@ -151,8 +188,11 @@ def train_linear_probe(
     check_positive_int(num_classes, "num_classes")
     train_labels = check_labels(train_labels, "train_labels", num_classes, train_features.shape[0])
     test_labels = check_labels(test_labels, "test_labels", num_classes, test_features.shape[0])
-    check_positive_int(epochs, "epochs")
-    check_positive_int(batch_size, "batch_size")
+    default_batch, default_epochs = default_probe_schedule(train_features.shape[0])
+    epochs = default_epochs if epochs is None else check_positive_int(epochs, "epochs")
+    batch_size = (
+        default_batch if batch_size is None else check_positive_int(batch_size, "batch_size")
+    )
     if optimizer not in OPTIMIZER_CHOICES:
         raise ValueError(f"optimizer must be one of {OPTIMIZER_CHOICES}, got {optimizer!r}")
     if lr is not None:
@@ -162,6 +202,8 @@ def train_linear_probe(
         peak_lr = check_positive_float(base_lr, "base_lr") * batch_size / 256
     weight_decay = check_nonnegative_float(weight_decay, "weight_decay")
     min_lr = check_nonnegative_float(min_lr, "min_lr")
+    if warmup_epochs is None:
+        warmup_epochs = min(DEFAULT_WARMUP_EPOCHS, epochs)
     if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int):
         raise TypeError(f"warmup_epochs must be an int, got {warmup_epochs!r}")
     if not 0 <= warmup_epochs <= epochs:
@@ -219,7 +261,16 @@ def train_linear_probe(
 
     logits = _predict(probe, test_features, run_device, 4096)
     top1, top5 = topk_accuracy(logits, test_labels, (1, 5))
-    return LinearProbeResult(top1=top1, top5=top5, history=history, probe=probe.cpu())
+    settings = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": peak_lr,
+        "optimizer": optimizer,
+        "weight_decay": weight_decay,
+    }
+    return LinearProbeResult(
+        top1=top1, top5=top5, history=history, probe=probe.cpu(), settings=settings
+    )
 
 
 def linear_probe_encoder(
