@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from ssl_mae.cli.options import EXIT_FAILURE, EXIT_USAGE, PROG, Parser, UsageError
 
@@ -131,7 +133,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.uninstall()
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Python warnings as one line each: ``ssl-mae: warning: ...``."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"{PROG}: warning: {text}", file=file or sys.stderr, flush=True)
+
+
 def _configure_logging() -> None:
+    warnings.showwarning = _show_warning
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
     # Lightning announces devices and data loading at INFO on stderr; keep stderr for our own
     # warnings and the one-line error.

@@ -440,7 +440,9 @@ def run(args: argparse.Namespace) -> int:
         config = _fresh_config(given)
         output_dir = Path(args.output_dir or "runs/mae").expanduser().resolve()
         config["output_dir"] = str(output_dir)
-        config["run_id"] = os.environ.get(RUN_ID_ENV) or new_run_id()
+        # The processes Lightning starts for the other devices share the launcher's run id.
+        inherited = None if is_launcher_process() else os.environ.get(RUN_ID_ENV)
+        config["run_id"] = inherited or new_run_id()
     config.setdefault("run_id", new_run_id())
     check_dir(config["data_path"], "--data-path")
     check_dir(config["val_path"], "--val-path")
@@ -666,6 +668,9 @@ def _trainer(
 
 
 def _quiet_lightning() -> None:
+    # After a resume the best-checkpoint callback looks for val_loss before the first
+    # validation has run; best.ckpt is updated at that validation.
+    warnings.filterwarnings("ignore", message=r".*could not find the monitored key.*")
     # Lightning sets its loggers to INFO when imported and then announces devices and data
     # loading on stderr; stderr is for warnings and the one-line error.
     for name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric"):

@@ -55,7 +55,10 @@ _FILE_MODE = 0o644
 
 class CheckpointWriteError(OSError):
     """A checkpoint (or report) could not be written; the message names the file and why, and
-    the file previously under that name is intact."""
+    the file previously under that name is intact. ``errno`` is the cause's."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class DamagedCheckpointError(ValueError):
