@@ -288,7 +288,7 @@ def test_pretrain_evaluate_reconstruct(tmp_path: Path, capsys: Any) -> None:
         capsys,
     )  # fmt: skip
     assert code == 0, err
-    assert f"knn top-1: {metrics['knn_top1']:.2f}%" in out  # same model, same data: same number
+    assert f"kNN top-1: {metrics['knn_top1']:.2f}%" in out  # same model, same data: same number
 
     png = tmp_path / "grid.png"
     code, out, err = _run_main(

@@ -19,6 +19,7 @@ from ssl_mae.cli.options import UsageError
 __all__ = ["PROTOCOLS", "add_parser", "run"]
 
 PROTOCOLS: tuple[str, ...] = ("knn", "linear", "finetune")
+_LABELS = {"knn": "kNN", "linear": "linear", "finetune": "finetune"}
 FINETUNE_EPOCHS = 10
 # Options that train something: only for --protocol linear/finetune.
 _TRAINING_OPTIONS = ("epochs", "batch_size", "base_lr")
@@ -32,8 +33,10 @@ def add_parser(subparsers: Any) -> None:
         "evaluate",
         help="kNN, linear-probe or fine-tuning accuracy of a checkpoint's encoder",
         description="Score a checkpoint's encoder on a labelled dataset: frozen-feature kNN "
-        "(bank: the training split), a linear probe on frozen features (BatchNorm + Linear, "
-        "LARS; batch size and epochs derived from the training-set size) or end-to-end "
+        "(bank: the training split), a linear probe on frozen features (BatchNorm + Linear fitted "
+        "to convergence with full-batch L-BFGS and L2 1/N, i.e. scikit-learn's "
+        "LogisticRegression on standardised features; LARS on mini-batches for sets too large "
+        "or when a mini-batch option is given) or end-to-end "
         "fine-tuning (AdamW, layer-wise lr decay). Input size, channels and normalisation come "
         "from the checkpoint, the dataset from its run unless given.",
     )
@@ -58,22 +61,25 @@ def add_parser(subparsers: Any) -> None:
         "--epochs",
         type=opt.positive_int,
         default=None,
-        help="linear/finetune: training epochs (default linear: enough for 3000 steps, at least "
-        f"30; finetune: {FINETUNE_EPOCHS})",
+        help="linear/finetune: training epochs (default linear: full-batch L-BFGS to "
+        "convergence, at most 1000 iterations; giving --epochs, --batch-size or --base-lr trains "
+        f"LARS on mini-batches instead, for at least 3000 steps and 30 epochs; finetune: "
+        f"{FINETUNE_EPOCHS})",
     )
     parser.add_argument(
         "--batch-size",
         type=opt.positive_int,
         default=None,
-        help="linear/finetune: samples per step (default linear: training-set size / 32 rounded "
-        "down to a power of two, in [16, 1024]; finetune: 64, at most the set size)",
+        help="linear/finetune: samples per step (default linear: the whole set with L-BFGS; with "
+        "LARS the set size / 8 rounded down to a power of two, in [16, 1024]; finetune: 64, at "
+        "most the set size)",
     )
     parser.add_argument(
         "--base-lr",
         type=opt.positive_float,
         default=None,
-        help="linear/finetune: peak lr per 256 samples (default linear: 1.0 with LARS; "
-        "finetune: 1e-3 with AdamW)",
+        help="linear/finetune: peak lr per 256 samples (default linear: none with L-BFGS, 1.0 "
+        "with LARS; finetune: 1e-3 with AdamW)",
     )
     parser.add_argument("--seed", type=int, default=0, help="linear/finetune: seed (default: 0)")
     opt.add_pool(parser)
@@ -149,11 +155,11 @@ def run(args: argparse.Namespace) -> int:
     )
     details = ", ".join(
         f"{key}={_plain(result[key])}"
-        for key in ("k", "epochs", "batch_size", "lr")
+        for key in ("k", "optimizer", "epochs", "batch_size", "lr")
         if key in result
     )
     print(
-        f"{args.protocol} top-1: {result['top1']:.2f}%  top-5: {result['top5']:.2f}%  "
+        f"{_LABELS[args.protocol]} top-1: {result['top1']:.2f}%  top-5: {result['top5']:.2f}%  "
         f"({details}{', ' if details else ''}pool={args.pool}, {int(result['num_train'])} train / "
         f"{int(result['num_test'])} test images)"
     )

@@ -51,6 +51,7 @@ def add_parser(subparsers: Any) -> None:
     """Adds ``pretrain``. Every option defaults to None: the run resolves it (see
     :mod:`ssl_mae.cli.run_config`) and ``--resume`` takes it from the checkpoint."""
     from ssl_mae.data.factory import DATASETS  # torch, but no model code
+    from ssl_mae.models.presets import describe_presets
 
     parser = subparsers.add_parser(
         "pretrain",
@@ -112,15 +113,17 @@ def add_parser(subparsers: Any) -> None:
     model.add_argument(
         "--preset",
         default=None,
-        help=f"model preset (default: {DEFAULT_PRESET}); 'ssl-mae presets' lists them all",
+        help="model preset, one of "
+        + describe_presets().replace("'", "")
+        + f" (default: {DEFAULT_PRESET}); 'ssl-mae presets' shows their sizes and defaults",
     )
     model.add_argument(
         "--img-size",
         type=opt.positive_int,
         default=None,
         help="input size in pixels, a multiple of the patch size (16 for mae_hivit_*); images "
-        "are resized to it (default: the preset's, e.g. 224 for mae_vit_base_patch16, 28 for "
-        "the micro presets)",
+        "are resized to it (default: the preset's: 224 for mae_vit_base_patch16, 28 for the "
+        "micro presets, 32 for mae_hivit_nano, so Fashion-MNIST's 28x28 becomes 32x32)",
     )
     model.add_argument(
         "--in-chans",

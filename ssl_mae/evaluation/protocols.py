@@ -209,7 +209,7 @@ def linear_evaluate(
     device: torch.device | str | None = None,
     num_workers: int = 0,
     probe_options: Mapping[str, Any] | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Linear-probe top-1/top-5 of a frozen encoder (features extracted once, then
     :func:`~ssl_mae.evaluation.train_linear_probe` with its size-derived defaults).
 
@@ -229,8 +229,8 @@ def linear_evaluate(
             defaults, which are derived from the size of the training set.
 
     Returns:
-        ``{"top1": %, "top5": %, "epochs", "batch_size", "lr", "num_train", "num_test",
-        "skipped_files"}``.
+        ``{"top1": %, "top5": %, "optimizer", "epochs", "batch_size", "lr", "weight_decay",
+        "num_train", "num_test", "skipped_files"}``.
     """
     train_x, train_y, skipped_train = frozen_features(
         encoder, train_set, normalize, img_size, pool, batch_size, device, num_workers
@@ -246,9 +246,11 @@ def linear_evaluate(
     return {
         "top1": 100.0 * float(result["top1"]),
         "top5": 100.0 * float(result["top5"]),
+        "optimizer": str(settings["optimizer"]),
         "epochs": float(settings["epochs"]),
         "batch_size": float(settings["batch_size"]),
         "lr": float(settings["lr"]),
+        "weight_decay": float(settings["weight_decay"]),
         "num_train": float(train_x.shape[0]),
         "num_test": float(test_x.shape[0]),
         "skipped_files": float(skipped_train + skipped_test),
