@@ -40,7 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+    lines = text.splitlines()
+    if lines[0].startswith("Caught ") and "DataLoader worker process" in lines[0]:
+        # torch re-raises a worker's error with the worker's traceback as its message; the
+        # error itself is the traceback's last line ("OSError: <message>").
+        last = lines[-1]
+        prefix = f"{type(error).__name__}: "
+        return last[len(prefix) :] if last.startswith(prefix) else last
+    return lines[0]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -97,6 +97,9 @@ class _HashingWriter(io.RawIOBase):
     def flush(self) -> None:
         self.file.flush()
 
+    def fileno(self) -> int:
+        return self.file.fileno()
+
 
 def _write_error(path: Path, error: BaseException) -> CheckpointWriteError:
     code = getattr(error, "errno", None)
