@@ -489,16 +489,13 @@ def run(args: argparse.Namespace) -> int:
     # epochs keeps it); PretrainModule reads it from its hyper-parameters.
     model.hparams["warmup_steps"] = int(config["warmup_steps"])
 
+    results, datamodule = _build_run(args, config, model, train_set, val_set, output_dir, started)
     if not is_launcher_process():  # a process Lightning started for another device or node
-        return _train_and_report(
-            args, config, model, train_set, val_set, num_classes, knn_skipped, output_dir, started
-        )
+        return _fit_and_report(args, results, datamodule, num_classes, knn_skipped)
     os.environ[RUN_ID_ENV] = str(config["run_id"])  # for the processes of the other devices
     with OutputLock(output_dir):
         _prepare_output_dir(output_dir, config, args)
-        return _train_and_report(
-            args, config, model, train_set, val_set, num_classes, knn_skipped, output_dir, started
-        )
+        return _fit_and_report(args, results, datamodule, num_classes, knn_skipped)
 
 
 def _model_overrides(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -687,20 +684,19 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
 
 
-def _train_and_report(
+def _build_run(
     args: argparse.Namespace,
     config: dict[str, Any],
     model: Any,
     train_set: Any,
     val_set: Any,
-    num_classes: int | None,
-    knn_skipped: str | None,
     output_dir: Path,
     started: float,
-) -> int:
-    from ssl_mae.cli.report import RunResults, write_results
+) -> tuple[Any, Any]:
+    """The data module and the results holder (with the trainer); nothing is written yet, so
+    a bad --strategy or --precision leaves the output folder untouched."""
+    from ssl_mae.cli.report import RunResults
     from ssl_mae.training.data import PretrainDataModule
-    from ssl_mae.training.signals import StopRequested
 
     datamodule = PretrainDataModule(
         train_set,
@@ -726,6 +722,21 @@ def _train_and_report(
         images=val_set if val_set is not None else train_set,
         started=started,
     )
+    return results, datamodule
+
+
+def _fit_and_report(
+    args: argparse.Namespace,
+    results: Any,
+    datamodule: Any,
+    num_classes: int | None,
+    knn_skipped: str | None,
+) -> int:
+    from ssl_mae.cli.report import write_results
+    from ssl_mae.training.signals import StopRequested
+
+    trainer, model, config = results.trainer, results.model, results.config
+    results.training_started = time.perf_counter()
     try:
         with args.stop_request.graceful():
             trainer.fit(model, datamodule=datamodule, ckpt_path=args.resume)
@@ -741,7 +752,7 @@ def _train_and_report(
         f"{results.train_seconds:.1f} s; train_loss {results.metric('train_loss')}, "
         f"val_loss {results.metric('val_loss')}"
     )
-    skipped = named["skipped"].num_skipped
+    skipped = results.callbacks["skipped"].num_skipped
     if skipped:
         print(f"skipped {skipped} unreadable image files")
     if knn_skipped is None and num_classes is not None:
@@ -751,6 +762,7 @@ def _train_and_report(
         if config["knn"] is None:
             print(f"kNN skipped: {knn_skipped}")
     write_results(results, status="finished")
+    output_dir = results.output_dir
     print(
         f"wrote {output_dir / 'metrics.json'}"
         + ("" if not config["report"] else f" and {output_dir / 'report.md'}")

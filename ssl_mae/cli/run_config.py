@@ -75,8 +75,18 @@ MUST_MATCH: tuple[str, ...] = (
     "limit_train_images",
     "limit_test_images",
 )
-# Options that are not part of a run's config.
-_COMMAND_ONLY = ("resume", "overwrite", "debug", "output_dir")
+# What every run's config records (a checkpoint without them was not written by pretrain).
+RECORDED: tuple[str, ...] = (
+    "dataset",
+    "preset",
+    "img_size",
+    "in_chans",
+    "epochs",
+    "batch_size",
+    "seed",
+    "min_scale",
+    "normalize",
+)
 
 #: Defaults that do not depend on the preset or the data (filled into the configs of older
 #: checkpoints that did not record them).
@@ -157,6 +167,12 @@ def merge_resume(
     Raises:
         UsageError: Naming every option given with a value the run cannot change.
     """
+    missing = [key for key in RECORDED if key not in stored]
+    if missing:
+        raise UsageError(
+            f"--resume {checkpoint!r} was not written by 'ssl-mae pretrain' (its run record "
+            f"lacks {', '.join(missing)}); use ssl-mae evaluate/export with it, or train a new run"
+        )
     config = {**STATIC_DEFAULTS, **stored}
     conflicts = [
         f"{option_name(key)} {config.get(key)!r} (given {value!r})"
