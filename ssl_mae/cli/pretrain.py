@@ -434,6 +434,7 @@ def run(args: argparse.Namespace) -> int:
     from ssl_mae.cli.defaults import default_batch_size
     from ssl_mae.cli.run_config import given_options, new_run_id
     from ssl_mae.cli.rundir import OutputLock, is_launcher_process
+    from ssl_mae.evaluation.protocols import default_knn_k
 
     started = time.perf_counter()
     given = given_options(args)
@@ -482,6 +483,10 @@ def run(args: argparse.Namespace) -> int:
     knn_skipped = _knn_skip_reason(config, val_set, num_classes)
     if knn_skipped is None:
         check_same_classes(train_set, val_set)
+        if config["knn_k"] is None:  # recorded resolved; clamped again if files are unreadable
+            config["knn_k"] = default_knn_k(len(train_set), int(num_classes or 1))
+    if config["knn"] is None:
+        config["knn"] = knn_skipped is None
     steps_per_epoch = max(len(train_set) // int(config["batch_size"]), 1)
     if config.get("warmup_steps") is None:
         config["warmup_steps"] = _warmup_steps(config, steps_per_epoch)
@@ -587,6 +592,7 @@ def _callbacks(
     output_dir: Path,
     datasets: list[Any],
     has_val: bool,
+    steps_per_epoch: int,
 ) -> dict[str, Any]:
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
@@ -623,7 +629,9 @@ def _callbacks(
     if config["progress"]:
         named["progress"] = TQDMProgressBar(refresh_rate=20)
     else:
-        named["progress"] = ProgressLog(int(config["log_every_n_steps"]), throughput)
+        # As Lightning's log interval: at least one line per epoch.
+        every = min(int(config["log_every_n_steps"]), steps_per_epoch)
+        named["progress"] = ProgressLog(every, throughput)
     return named
 
 
@@ -710,7 +718,9 @@ def _build_run(
         run_config={k: v for k, v in config.items() if k != "changed_on_resume"},
     )
     steps_per_epoch = max(len(train_set) // int(config["batch_size"]), 1)
-    named = _callbacks(config, args, output_dir, [train_set, val_set], val_set is not None)
+    named = _callbacks(
+        config, args, output_dir, [train_set, val_set], val_set is not None, steps_per_epoch
+    )
     trainer = _trainer(config, list(named.values()), output_dir, steps_per_epoch)
     results = RunResults(
         config=config,
@@ -759,7 +769,7 @@ def _fit_and_report(
         results.knn = _knn(config, model, num_classes, trainer)
     else:
         results.knn = {"skipped": knn_skipped}
-        if config["knn"] is None:
+        if knn_skipped != "--no-knn":
             print(f"kNN skipped: {knn_skipped}")
     write_results(results, status="finished")
     output_dir = results.output_dir
