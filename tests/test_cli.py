@@ -460,6 +460,25 @@ def test_images_are_resized_to_the_presets_size(tmp_path: Path, capsys: Any) -> 
     assert tuple(images[0][0].shape) == (3, 224, 224)
 
 
+# --- several processes -------------------------------------------------------------------------
+@pytest.mark.slow  # two DDP processes on the CPU: about a minute
+def test_ddp_on_two_cpu_processes_writes_one_run(tmp_path: Path) -> None:
+    out_dir = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "ssl_mae.cli", "pretrain", *TINY, "--limit-train-images", "64",
+         "--batch-size", "8", "--devices", "2", "--strategy", "ddp", "--epochs", "1", "--knn",
+         "--output-dir", str(out_dir)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 4  # 64 images / (8 x 2)
+    assert metrics["knn"]["num_train"] == 64
+    assert sorted(p.name for p in out_dir.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+    assert len(list((out_dir / "logs").iterdir())) == 1  # one session, written by rank 0
+
+
 # --- resume after SIGKILL ------------------------------------------------------------------------
 # Every step sleeps a little so that the run is still going when the test kills it.
 _RUNNER = """

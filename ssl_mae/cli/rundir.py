@@ -30,9 +30,10 @@ _VERSIONED = ("last-v*.ckpt", "best-v*.ckpt", "step*.ckpt")
 def is_launcher_process() -> bool:
     """True in the process the user started; False in the processes Lightning, torchrun or a
     cluster launched for the other devices and nodes (they must not touch the output folder)."""
-    return all(
-        os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
-    )
+    # Lightning's launcher sets LOCAL_RANK/NODE_RANK, torchrun RANK/LOCAL_RANK/GROUP_RANK, SLURM's
+    # srun SLURM_PROCID for each of its tasks.
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    return all(os.environ.get(name, "0") == "0" for name in ranks)
 
 
 def _checkpoints(directory: Path) -> list[Path]:

@@ -335,7 +335,10 @@ class Throughput(pl.Callback):
         """Logs the epoch's images per second."""
         rate = self.epoch_images_per_second
         if rate is not None:
-            pl_module.log("throughput", rate, on_step=False, on_epoch=True, batch_size=1)
+            # Every rank measures the same global rate (its time, all ranks' images).
+            pl_module.log(
+                "throughput", rate, on_step=False, on_epoch=True, batch_size=1, sync_dist=True
+            )
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Validation time is not training time."""
