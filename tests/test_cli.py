@@ -460,6 +460,54 @@ def test_images_are_resized_to_the_presets_size(tmp_path: Path, capsys: Any) -> 
     assert tuple(images[0][0].shape) == (3, 224, 224)
 
 
+# --- CIFAR-style torchvision datasets ------------------------------------------------------------
+class _FakeCIFAR10:
+    """Stands in for ``torchvision.datasets.CIFAR10`` (no download in tests): 40 train and 20
+    test 32x32 RGB images of 10 classes."""
+
+    def __init__(self, root: str, train: bool, transform: Any, download: bool) -> None:
+        generator = torch.Generator().manual_seed(0 if train else 1)
+        count = 40 if train else 20
+        self.images = torch.randint(0, 256, (count, 32, 32, 3), generator=generator)
+        self.targets = [i % 10 for i in range(count)]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = Image.fromarray(self.images[index].to(torch.uint8).numpy())
+        return self.transform(image), self.targets[index]
+
+
+def test_cifar_style_datasets_pretrain_and_evaluate(
+    tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", _FakeCIFAR10)
+    (tmp_path / "data" / "cifar-10-batches-py").mkdir(parents=True)
+    out_dir = tmp_path / "run"
+    argv = ["pretrain", "--dataset", "CIFAR-10", "--data-path", str(tmp_path / "data"),
+            "--preset", "mae_vit_micro_patch4", "--img-size", "32", "--epochs", "1",
+            "--no-progress", "--accelerator", "cpu", "--devices", "1", "--num-workers", "0",
+            "--no-report", "--output-dir", str(out_dir)]  # fmt: skip
+    code, out, err = _run_main(argv, capsys)
+    assert code == 0, err
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["config"]["in_chans"] == 3 and metrics["config"]["batch_size"] == 8
+    assert metrics["knn"]["num_train"] == 40 and metrics["knn"]["k"] == 4  # 40 images, 10 classes
+    result = tmp_path / "linear.json"
+    code, out, err = _run_main(
+        ["evaluate", "--checkpoint", str(out_dir / "last.ckpt"), "--protocol", "linear",
+         "--output", str(result), "--num-workers", "0"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(result.read_text())["dataset"] == "cifar10"
+    assert "linear top-1" in out
+
+
 # --- several processes -------------------------------------------------------------------------
 @pytest.mark.slow  # two DDP processes on the CPU: about a minute
 def test_ddp_on_two_cpu_processes_writes_one_run(tmp_path: Path) -> None:
