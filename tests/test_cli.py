@@ -374,6 +374,8 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path: Path, capsys: Any, monkey
     checkpoint = torch.load(out_dir / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed: NonFiniteLossError" and metrics["steps"] == 3
 
 
 # --- image folders -------------------------------------------------------------------------------

@@ -754,6 +754,10 @@ def _fit_and_report(
         if trainer.is_global_zero:
             write_results(results, status=f"interrupted by {stopped.signal_name}")
         raise
+    except Exception as error:
+        if trainer.is_global_zero:
+            _record_failure(results, f"failed: {type(error).__name__}")
+        raise
     results.train_seconds = time.perf_counter() - results.training_started
     if not trainer.is_global_zero:
         return 0
@@ -766,7 +770,11 @@ def _fit_and_report(
     if skipped:
         print(f"skipped {skipped} unreadable image files")
     if knn_skipped is None and num_classes is not None:
-        results.knn = _knn(config, model, num_classes, trainer)
+        try:
+            results.knn = _knn(config, model, num_classes, trainer)
+        except StopRequested as stopped:
+            write_results(results, status=f"trained; kNN interrupted by {stopped.signal_name}")
+            raise
     else:
         results.knn = {"skipped": knn_skipped}
         if knn_skipped != "--no-knn":
@@ -778,6 +786,18 @@ def _fit_and_report(
         + ("" if not config["report"] else f" and {output_dir / 'report.md'}")
     )
     return 0
+
+
+def _record_failure(results: Any, status: str) -> None:
+    """Writes ``metrics.json`` of a failed run (no report); a second failure, e.g. the same full
+    disk, must not hide the first one."""
+    from ssl_mae.cli.report import write_results
+
+    results.config["report"] = False
+    try:
+        write_results(results, status=status)
+    except Exception as error:
+        logger.debug("metrics.json not written: %s", error)  # the run's own error follows
 
 
 def _knn(config: Mapping[str, Any], model: Any, num_classes: int, trainer: Any) -> dict[str, Any]:
