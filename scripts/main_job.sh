@@ -4,7 +4,8 @@
 #
 #     bash scripts/setup.sh && bash scripts/main_job.sh
 #
-# Output in runs/main (or $1): last.ckpt, best.ckpt, logs/, metrics.json, reconstruction.png.
+# Output in runs/main (or $1): config.yaml, last.ckpt, best.ckpt (with .sha256 checksums), logs/,
+# metrics.json, report.md with report/*.png, reconstruction.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,9 +3,14 @@
 :func:`reconstruct` runs a model on a batch and returns the four images per sample as tensors;
 :func:`save_reconstruction_grid` writes them as a PNG with one row per sample.
 
-For a model trained with the norm-pix loss the predictions are per-patch normalised pixels; they
-are mapped back to pixels with the mean and variance of *each target patch* (the official
-visualisation does the same), otherwise the reconstruction would show only local contrast.
+For a model trained with the norm-pix loss the predictions are per-patch normalised pixels. By
+default they are mapped back to pixels with the mean and variance of *each target patch* (the
+official visualisation does the same), otherwise the reconstruction would show only local
+contrast. That borrows the brightness of the masked patches from the answer; ``norm_pix_stats=
+"visible"`` uses the statistics of the image's visible patches instead (what a model could know),
+and ``"none"`` shows the raw prediction.
+
+:func:`save_training_curves` draws the loss and learning-rate curves of a run as a PNG.
 """
 
 from __future__ import annotations
@@ -29,7 +34,17 @@ from ssl_mae.core import as_masked_autoencoder
 from ssl_mae.loss import MAELoss, PixelTarget
 from ssl_mae.masking import patchify, unpatchify
 
-__all__ = ["Reconstruction", "denormalize", "reconstruct", "save_reconstruction_grid"]
+__all__ = [
+    "NORM_PIX_STATS",
+    "Reconstruction",
+    "denormalize",
+    "reconstruct",
+    "save_reconstruction_grid",
+    "save_training_curves",
+]
+
+#: How :func:`reconstruct` maps norm-pix predictions back to pixels.
+NORM_PIX_STATS: tuple[str, ...] = ("target", "visible", "none")
 
 COLUMN_TITLES: tuple[str, str, str, str] = (
     "original",
@@ -64,6 +79,7 @@ def reconstruct(
     mask_ratio: float = 0.75,
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
+    norm_pix_stats: str = "target",
 ) -> Reconstruction:
     """Masks, encodes and decodes ``images`` and returns the four views of each.
 
@@ -80,6 +96,10 @@ def reconstruct(
         mask_ratio: Fraction of patches removed, in [0, 1).
         noise: Optional (B, L) noise fixing the masks (lowest noise stays visible).
         generator: Random generator used when ``noise`` is None.
+        norm_pix_stats: For norm-pix models, the patch statistics that map predictions back to
+            pixels: ``"target"`` (each masked patch's own mean and variance, as the official
+            demo), ``"visible"`` (the mean and variance averaged over the image's visible
+            patches) or ``"none"`` (the raw, per-patch normalised prediction).
 
     Returns:
         :class:`Reconstruction` with tensors on the images' device.
@@ -93,6 +113,8 @@ def reconstruct(
         )
     images = check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)", floating=True)
     mask_ratio = check_mask_ratio(mask_ratio)
+    if norm_pix_stats not in NORM_PIX_STATS:
+        raise ValueError(f"norm_pix_stats must be one of {NORM_PIX_STATS}, got {norm_pix_stats!r}")
     was_training = model.training
     model.eval()
     try:
@@ -103,11 +125,16 @@ def reconstruct(
     original = images.float()
     patch_size = int(core.encoder.patch_size)
     criterion = core.loss
-    if isinstance(criterion, MAELoss) and criterion.norm_pix:
+    if isinstance(criterion, MAELoss) and criterion.norm_pix and norm_pix_stats != "none":
         target = patchify(original, patch_size)
         # The loss normalised each target patch with its own mean and unbiased variance.
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
+        if norm_pix_stats == "visible":
+            visible = (1.0 - out.mask.float()).unsqueeze(-1)  # (B, L, 1)
+            count = visible.sum(dim=1, keepdim=True).clamp_min(1.0)
+            mean = ((mean * visible).sum(dim=1, keepdim=True) / count).expand_as(mean)
+            var = ((var * visible).sum(dim=1, keepdim=True) / count).expand_as(var)
         pred = pred * (var + criterion.eps) ** 0.5 + mean
     height, width = original.shape[-2:]
     channels = original.shape[1]
@@ -191,6 +218,56 @@ def save_reconstruction_grid(
             axis.set_yticks([])
             if row == 0:
                 axis.set_title(COLUMN_TITLES[col], fontsize=9)
+    figure.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, format="png")
+    return target
+
+
+def save_training_curves(
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | os.PathLike[str],
+    xlabel: str = "step",
+    dpi: int = 100,
+) -> Path:
+    """Draws one panel per curve (e.g. ``train_loss``, ``val_loss``, ``lr``) and writes a PNG.
+
+    Curves whose names end in ``loss`` share the first panel; every other curve gets its own.
+
+    Args:
+        curves: Name -> ``[(x, y), ...]`` points; empty curves are left out.
+        path: Destination ``.png``; the folder is created if needed.
+        xlabel: Label of the x axis.
+        dpi: Resolution of the figure.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: If ``path`` does not end in ``.png`` or no curve has a point.
+    """
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png, got {str(path)!r}")
+    losses = {k: v for k, v in curves.items() if k.endswith("loss") and v}
+    others = {k: v for k, v in curves.items() if not k.endswith("loss") and v}
+    panels: list[dict[str, Sequence[tuple[float, float]]]] = [losses] if losses else []
+    panels += [{name: points} for name, points in others.items()]
+    if not panels:
+        raise ValueError("curves must hold at least one point")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.0 * len(panels), 3.2), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes: Any = figure.subplots(1, len(panels), squeeze=False)
+    for axis, panel in zip(axes[0], panels, strict=True):
+        for name, points in panel.items():
+            xs, ys = zip(*points, strict=True)
+            axis.plot(xs, ys, label=name, marker="o" if len(points) < 20 else None, markersize=3)
+        axis.set_xlabel(xlabel)
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
     figure.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(target, format="png")

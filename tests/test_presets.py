@@ -296,8 +296,8 @@ def test_pretrain_resume_evaluate_reconstruct(
 
     with monkeypatch.context() as patch:
         patch.setattr(PretrainModule, "training_step", crash_at_step_6)
-        with pytest.raises(_Crash):
-            main(argv)
+        with pytest.raises(_Crash):  # --debug: the crash itself, not its one-line report
+            main([*argv, "--debug"])
     last = out_dir / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["global_step"] == 6

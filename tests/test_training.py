@@ -32,6 +32,7 @@ from ssl_mae.training import (
     save_atomic,
     write_json_atomic,
 )
+from ssl_mae.training.checkpoints import verify_checksum
 
 
 def _tensor_dataset(n: int = 20, size: int = 8) -> TensorImageDataset:
@@ -168,7 +169,9 @@ def test_atomic_save_keeps_the_previous_file_when_writing_fails(tmp_path: Path) 
     with pytest.raises(pickle.PicklingError):
         save_atomic({"step": 2, "bad": _Unpicklable()}, target)
     assert torch.load(target, weights_only=True) == {"step": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temp file left
+    # No temp file left; the checksum beside it still describes the first file.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
+    assert verify_checksum(target)
     io = AtomicCheckpointIO()
     io.save_checkpoint({"step": 3}, target)
     assert io.load_checkpoint(target) == {"step": 3}
@@ -293,4 +296,4 @@ def test_atomic_save_creates_missing_folders(tmp_path: Path, name: str) -> None:
     target = tmp_path / "deep" / "dir" / name
     save_atomic({"x": torch.ones(2)}, target)
     assert torch.equal(torch.load(target, weights_only=True)["x"], torch.ones(2))
-    assert os.listdir(target.parent) == [name]
+    assert sorted(os.listdir(target.parent)) == [name, f"{name}.sha256"]

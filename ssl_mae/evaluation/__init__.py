@@ -31,7 +31,7 @@ from ssl_mae.evaluation.knn import knn_accuracy, knn_predict
 from ssl_mae.evaluation.lars import LARS
 from ssl_mae.evaluation.linear_probe import LinearProbe, linear_probe_encoder, train_linear_probe
 from ssl_mae.evaluation.metrics import topk_accuracy
-from ssl_mae.evaluation.protocols import knn_evaluate
+from ssl_mae.evaluation.protocols import finetune_evaluate, knn_evaluate, linear_evaluate
 from ssl_mae.evaluation.schedule import set_learning_rate, warmup_cosine_lr
 
 __all__ = [
@@ -43,10 +43,12 @@ __all__ = [
     "evaluate_classifier",
     "extract_features",
     "finetune",
+    "finetune_evaluate",
     "knn_accuracy",
     "knn_evaluate",
     "knn_predict",
     "layer_id_for_parameter",
+    "linear_evaluate",
     "linear_probe_encoder",
     "param_groups_layer_decay",
     "pool_layers",

@@ -1,28 +1,48 @@
-"""Lightning callbacks of a pre-training run: stop on a non-finite loss, report skipped files.
+"""Lightning callbacks of a pre-training run.
 
 * :class:`NonFiniteLossGuard`: a NaN/inf loss stops training before the bad step changes the
   weights or reaches a checkpoint.
 * :class:`SkippedFilesReport`: counts unreadable image files (see
   :class:`~ssl_mae.data.ImageFolderDataset`) and warns once per epoch.
+* :class:`LastCheckpoint`: the one ``last.ckpt`` of a run, always its newest state (every N
+  steps, after every validation, at the end), so a kill loses at most N steps.
+* :class:`StopAtStepBoundary`: turns a stop signal (see :mod:`ssl_mae.training.signals`) into a
+  checkpoint after the current step and a :class:`~ssl_mae.training.signals.StopRequested`.
+* :class:`LearningRateLog`, :class:`Throughput`, :class:`ProgressLog`: log the learning rate
+  and images per second, and print one progress line every N steps when there is no progress bar.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
 from ssl_mae.data.factory import unwrap_subset
+from ssl_mae.training.signals import StopRequested
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "SkippedFilesReport", "count_skipped_files"]
+__all__ = [
+    "LastCheckpoint",
+    "LearningRateLog",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "ProgressLog",
+    "SkippedFilesReport",
+    "StopAtStepBoundary",
+    "Throughput",
+    "count_skipped_files",
+]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -100,3 +120,281 @@ class SkippedFilesReport(pl.Callback):
                     break
             logger.warning("skipped %d unreadable image files so far%s", count, first)
             self._reported = count
+
+
+# --- checkpoints and stopping --------------------------------------------------------------------
+class LastCheckpoint(pl.callbacks.Checkpoint):
+    """Writes ``dirpath/last.ckpt``, the run's newest state, and nothing else.
+
+    Saved after every ``every_n_steps`` optimiser steps, after every validation and at the end
+    of training (or of a training epoch when there is no validation). One callback owns the file,
+    so there are no ``last-v1.ckpt`` twins and the file is never older than N steps.
+
+    Args:
+        dirpath: The run's output folder.
+        every_n_steps: Save every this many optimiser steps.
+        filename: File name inside ``dirpath``.
+    """
+
+    def __init__(
+        self, dirpath: str | os.PathLike[str], every_n_steps: int, filename: str = "last.ckpt"
+    ) -> None:
+        if (
+            isinstance(every_n_steps, bool)
+            or not isinstance(every_n_steps, int)
+            or every_n_steps < 1
+        ):
+            raise ValueError(f"every_n_steps must be a positive int, got {every_n_steps!r}")
+        self.path = Path(dirpath) / filename
+        self.every_n_steps = every_n_steps
+        self.saved_step: int | None = None
+
+    @property
+    def last_model_path(self) -> str:
+        """The checkpoint file once it has been written this run, else ``""``."""
+        return str(self.path) if self.saved_step is not None else ""
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Saves the trainer's current state to :attr:`path` (call on every rank)."""
+        trainer.save_checkpoint(self.path)
+        self.saved_step = trainer.global_step
+
+    def save_if_new(self, trainer: pl.Trainer) -> None:
+        """Saves unless this optimiser step is already saved."""
+        if self.saved_step != trainer.global_step:
+            self.save(trainer)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Saves every ``every_n_steps`` optimiser steps."""
+        step = trainer.global_step
+        if step > 0 and step % self.every_n_steps == 0:
+            self.save_if_new(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Saves the state after the epoch's validation (not during the sanity check)."""
+        if not trainer.sanity_checking:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Without validation, saves at the end of every training epoch."""
+        if not _has_validation(trainer):
+            self.save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Saves the final state unless it is saved already."""
+        self.save_if_new(trainer)
+
+
+def _has_validation(trainer: pl.Trainer) -> bool:
+    batches = trainer.num_val_batches
+    total = sum(batches) if isinstance(batches, list) else batches
+    return bool(trainer.enable_validation and total)
+
+
+class _PendingStop(Protocol):
+    pending: int | None
+
+
+class StopAtStepBoundary(pl.Callback):
+    """Stops training cleanly after the current step when a stop signal is pending.
+
+    After the step (or the validation) in which the signal arrived, ``last.ckpt`` is saved and
+    :class:`~ssl_mae.training.signals.StopRequested` is raised; Lightning then finalises its
+    loggers (the CSV log is flushed) and re-raises it to the caller. Under DDP the ranks agree on
+    the decision first, so all of them stop at the same step.
+
+    Args:
+        request: Anything with a ``pending`` signal number (a
+            :class:`~ssl_mae.training.signals.StopRequest`).
+        checkpoint: The run's :class:`LastCheckpoint`.
+    """
+
+    def __init__(self, request: _PendingStop, checkpoint: LastCheckpoint) -> None:
+        self.request = request
+        self.checkpoint = checkpoint
+
+    def _stop_if_requested(self, trainer: pl.Trainer, after_validation: bool) -> None:
+        signum = self.request.pending
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(signum is not None, all=False)
+        else:
+            stop = signum is not None
+        if not stop:
+            return
+        if after_validation:  # same step as the last batch, but the epoch is now complete
+            self.checkpoint.save(trainer)
+        else:
+            self.checkpoint.save_if_new(trainer)
+        raise StopRequested(signum or 15, str(self.checkpoint.path))
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Checks for a pending stop after every training step."""
+        self._stop_if_requested(trainer, after_validation=False)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Checks for a pending stop after every validation."""
+        if not trainer.sanity_checking:
+            self._stop_if_requested(trainer, after_validation=True)
+
+
+# --- what a run logs -----------------------------------------------------------------------------
+def _optimizer_lr(trainer: pl.Trainer) -> float | None:
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            return float(group["lr"])
+    return None
+
+
+class LearningRateLog(pl.Callback):
+    """Logs ``lr``, the learning rate of the step just taken (first parameter group; the MAE
+    recipe gives every group the same schedule)."""
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Logs the learning rate the optimiser used for this step."""
+        lr = _optimizer_lr(trainer)
+        if lr is not None:
+            pl_module.log("lr", lr, on_step=True, on_epoch=False, batch_size=1)
+
+
+def _batch_images(batch: Any) -> int:
+    images = batch[0] if isinstance(batch, list | tuple) and batch else batch
+    return int(images.shape[0]) if isinstance(images, torch.Tensor) and images.ndim > 0 else 0
+
+
+class Throughput(pl.Callback):
+    """Measures training images per second (data loading included, validation excluded) and
+    logs ``throughput`` once per epoch.
+
+    Attributes:
+        images: Training images seen by this process so far (all ranks: times ``world_size``).
+        seconds: Wall-clock seconds spent in training steps so far.
+    """
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._epoch_images = 0
+        self._epoch_seconds = 0.0
+        self._last: float | None = None
+
+    @property
+    def images_per_second(self) -> float | None:
+        """Images per second over the whole run so far, None before the first step."""
+        return self.images / self.seconds if self.seconds > 0 else None
+
+    @property
+    def epoch_images_per_second(self) -> float | None:
+        """Images per second in the current epoch so far."""
+        return self._epoch_images / self._epoch_seconds if self._epoch_seconds > 0 else None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Starts the clock of the epoch."""
+        self._epoch_images, self._epoch_seconds = 0, 0.0
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Adds the time since the previous step (loading included) and the batch's images."""
+        now = time.perf_counter()
+        if self._last is not None:
+            count = _batch_images(batch) * int(trainer.world_size)
+            self.images += count
+            self._epoch_images += count
+            self.seconds += now - self._last
+            self._epoch_seconds += now - self._last
+        self._last = now
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Logs the epoch's images per second."""
+        rate = self.epoch_images_per_second
+        if rate is not None:
+            # Every rank measures the same global rate (its time, all ranks' images).
+            pl_module.log(
+                "throughput", rate, on_step=False, on_epoch=True, batch_size=1, sync_dist=True
+            )
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Validation time is not training time."""
+        self._last = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Restarts the clock after validation."""
+        self._last = time.perf_counter()
+
+
+class ProgressLog(pl.Callback):
+    """Prints one line every ``every_n_steps`` optimiser steps (for runs without progress bars):
+    ``epoch 2/12  step 400/2808  train_loss 0.4123  lr 1.20e-03  1843 img/s``.
+
+    Args:
+        every_n_steps: Print every this many steps (and after the last step).
+        throughput: The run's :class:`Throughput` meter, for the images per second.
+        stream: Where to print (default: ``sys.stdout``).
+    """
+
+    def __init__(
+        self, every_n_steps: int, throughput: Throughput | None = None, stream: Any = None
+    ) -> None:
+        if (
+            isinstance(every_n_steps, bool)
+            or not isinstance(every_n_steps, int)
+            or every_n_steps < 1
+        ):
+            raise ValueError(f"every_n_steps must be a positive int, got {every_n_steps!r}")
+        self.every_n_steps = every_n_steps
+        self.throughput = throughput
+        self.stream = stream
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Prints the progress line on global rank 0."""
+        step = trainer.global_step
+        total = trainer.estimated_stepping_batches
+        last = math.isfinite(total) and step >= int(total)
+        if not trainer.is_global_zero or step == 0 or (step % self.every_n_steps and not last):
+            return
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        parts.append(f"step {step}/{int(total)}" if math.isfinite(total) else f"step {step}")
+        loss = trainer.callback_metrics.get("train_loss")
+        if loss is not None:
+            parts.append(f"train_loss {float(loss):.4f}")
+        lr = _optimizer_lr(trainer)
+        if lr is not None:
+            parts.append(f"lr {lr:.2e}")
+        rate = self.throughput.images_per_second if self.throughput is not None else None
+        if rate is not None:
+            parts.append(f"{rate:.0f} img/s")
+        print("  ".join(parts), file=self.stream or sys.stdout, flush=True)

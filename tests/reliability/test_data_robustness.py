@@ -178,5 +178,7 @@ def test_pretrain_on_the_hostile_folder_trains_and_reports_the_skipped_files(
     # The training and the validation dataset each find the same bad files.
     assert metrics["skipped_files"] == 2 * len(unreadable)
     assert f"skipped {2 * len(unreadable)} unreadable image files" in out
-    assert metrics["knn"]["num_train"] == total  # bad files were replaced by readable ones
+    # kNN skips the bad files (and counts them) instead of scoring readable ones in their place.
+    assert metrics["knn"]["num_train"] == len(readable)
+    assert metrics["knn"]["skipped_files"] == 2 * len(unreadable)
     assert metrics["train_loss"] is not None and metrics["train_loss"] > 0

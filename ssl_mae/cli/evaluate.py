@@ -1,0 +1,205 @@
+"""``ssl-mae evaluate``: kNN, linear probe or fine-tuning of a checkpoint's encoder.
+
+The training split (``--data-path``) trains the probe (or is the kNN bank), the test split
+(Fashion-MNIST's and CIFAR's own, ``--val-path`` for a class folder) scores it. Unreadable files
+are skipped and counted, never replaced by other images. ``--output`` writes the result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ssl_mae.cli import options as opt
+from ssl_mae.cli.options import UsageError
+
+__all__ = ["PROTOCOLS", "add_parser", "run"]
+
+PROTOCOLS: tuple[str, ...] = ("knn", "linear", "finetune")
+_LABELS = {"knn": "kNN", "linear": "linear", "finetune": "finetune"}
+FINETUNE_EPOCHS = 10
+# Options that train something: only for --protocol linear/finetune.
+_TRAINING_OPTIONS = ("epochs", "batch_size", "base_lr")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Adds ``evaluate``."""
+    from ssl_mae.cli.trained import add_data_options
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="kNN, linear-probe or fine-tuning accuracy of a checkpoint's encoder",
+        description="Score a checkpoint's encoder on a labelled dataset: frozen-feature kNN "
+        "(bank: the training split), a linear probe on frozen features (BatchNorm + Linear fitted "
+        "to convergence with full-batch L-BFGS and L2 1/N, i.e. scikit-learn's "
+        "LogisticRegression on standardised features; LARS on mini-batches for sets too large "
+        "or when a mini-batch option is given) or end-to-end "
+        "fine-tuning (AdamW, layer-wise lr decay). Input size, channels and normalisation come "
+        "from the checkpoint, the dataset from its run unless given.",
+    )
+    opt.add_checkpoint(parser)
+    parser.add_argument(
+        "--protocol", choices=PROTOCOLS, default="knn", help="evaluation protocol (default: knn)"
+    )
+    add_data_options(parser)
+    parser.add_argument(
+        "--knn-k",
+        type=opt.positive_int,
+        default=None,
+        help="knn: neighbours (default: 200, at most the mean number of images per class)",
+    )
+    parser.add_argument(
+        "--knn-temperature",
+        type=opt.positive_float,
+        default=0.07,
+        help="knn: vote temperature (default: 0.07)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=opt.positive_int,
+        default=None,
+        help="linear/finetune: training epochs (default linear: full-batch L-BFGS to "
+        "convergence, at most 1000 iterations; giving --epochs, --batch-size or --base-lr trains "
+        f"LARS on mini-batches instead, for at least 3000 steps and 30 epochs; finetune: "
+        f"{FINETUNE_EPOCHS})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=opt.positive_int,
+        default=None,
+        help="linear/finetune: samples per step (default linear: the whole set with L-BFGS; with "
+        "LARS the set size / 8 rounded down to a power of two, in [16, 1024]; finetune: 64, at "
+        "most the set size)",
+    )
+    parser.add_argument(
+        "--base-lr",
+        type=opt.positive_float,
+        default=None,
+        help="linear/finetune: peak lr per 256 samples (default linear: none with L-BFGS, 1.0 "
+        "with LARS; finetune: 1e-3 with AdamW)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="linear/finetune: seed (default: 0)")
+    opt.add_pool(parser)
+    opt.add_eval_batch_size(parser)
+    opt.add_device(parser)
+    parser.add_argument(
+        "--output", default=None, help="also write the result to this JSON file (default: none)"
+    )
+    opt.add_debug(parser)
+    parser.set_defaults(func=run)
+
+
+def _check_protocol_options(args: argparse.Namespace) -> None:
+    if args.protocol == "knn":
+        given = [opt_ for opt_ in _TRAINING_OPTIONS if getattr(args, opt_) is not None]
+        if given:
+            names = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise UsageError(f"{names}: only used by --protocol linear or finetune")
+    elif args.knn_k is not None:
+        raise UsageError("--knn-k: only used by --protocol knn")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ssl-mae evaluate``."""
+    from ssl_mae.cli.data import check_same_classes, load_split, num_classes_of
+    from ssl_mae.cli.trained import data_options, load, resolve_device
+
+    _check_protocol_options(args)
+    output = Path(args.output).expanduser() if args.output else None
+    device = resolve_device(args.device)
+    trained = load(args)
+    if args.pool == "cls" and int(trained.encoder.num_prefix_tokens) == 0:
+        raise UsageError("--pool cls needs a class token, but this model has none; use --pool mean")
+    data = data_options(args, trained)
+    prep = trained.preprocessing
+    split = dict(
+        dataset=data["dataset"],
+        data_path=data["data_path"],
+        val_path=data["val_path"],
+        img_size=prep.image_size[0],
+        in_chans=prep.in_chans,
+        evaluation=True,
+        download=data["download"],
+    )
+    train_set = load_split(**split, train=True, limit=args.limit_train_images)
+    test_set = load_split(**split, train=False, limit=args.limit_test_images)
+    if test_set is None:
+        raise UsageError("--val-path (labelled test images) is required to evaluate a 'folder'")
+    num_classes = num_classes_of(data["dataset"], train_set)
+    if num_classes is None or num_classes_of(data["dataset"], test_set) is None:
+        raise UsageError(
+            "evaluation needs labelled images: --data-path and --val-path must hold one "
+            "subfolder per class"
+        )
+    check_same_classes(train_set, test_set)
+    common = dict(
+        normalize=prep.normalize,
+        img_size=prep.image_size,
+        num_classes=num_classes,
+        pool=args.pool,
+        batch_size=args.eval_batch_size,
+        device=device,
+        num_workers=data["num_workers"],
+    )
+    started = time.perf_counter()
+    result = _evaluate(args, trained.encoder, train_set, test_set, common)
+    result.update(
+        protocol=args.protocol,
+        checkpoint=str(args.checkpoint),
+        dataset=data["dataset"],
+        pool=args.pool,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    details = ", ".join(
+        f"{key}={_plain(result[key])}"
+        for key in ("k", "optimizer", "epochs", "batch_size", "lr")
+        if key in result
+    )
+    print(
+        f"{_LABELS[args.protocol]} top-1: {result['top1']:.2f}%  top-5: {result['top5']:.2f}%  "
+        f"({details}{', ' if details else ''}pool={args.pool}, {int(result['num_train'])} train / "
+        f"{int(result['num_test'])} test images)"
+    )
+    if result["skipped_files"]:
+        print(f"skipped {int(result['skipped_files'])} unreadable image files")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {output}")
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _evaluate(
+    args: argparse.Namespace, encoder: Any, train_set: Any, test_set: Any, common: dict[str, Any]
+) -> dict[str, Any]:
+    from ssl_mae.evaluation import finetune_evaluate, knn_evaluate, linear_evaluate
+
+    if args.protocol == "knn":
+        return dict(
+            knn_evaluate(
+                encoder,
+                train_set,
+                test_set,
+                k=args.knn_k,
+                temperature=args.knn_temperature,
+                **common,
+            )
+        )
+    if args.protocol == "linear":
+        probe = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
+        if args.base_lr is not None:
+            probe["base_lr"] = args.base_lr
+        return dict(linear_evaluate(encoder, train_set, test_set, **common, probe_options=probe))
+    batch_size = args.batch_size or min(64, len(train_set))
+    tune: dict[str, Any] = {"epochs": args.epochs or FINETUNE_EPOCHS, "seed": args.seed}
+    if args.base_lr is not None:
+        tune["base_lr"] = args.base_lr
+    common = {**common, "batch_size": batch_size}
+    return dict(finetune_evaluate(encoder, train_set, test_set, **common, **tune))
