@@ -310,18 +310,23 @@ def evaluate_features(
     knn = knn_accuracy(
         train_x, train.labels, test_x, test.labels, NUM_CLASSES, k=k, temperature=args.knn_t
     )
-    probe = train_linear_probe(
-        train_x,
-        train.labels,
-        test_x,
-        test.labels,
-        NUM_CLASSES,
-        epochs=args.probe_epochs,
-        batch_size=args.probe_batch_size,
-        base_lr=args.probe_lr,
-        warmup_epochs=min(3, args.probe_epochs),
-        seed=args.seed,
-    )
+    if args.probe == "default":  # as `ssl-mae evaluate --protocol linear`: L-BFGS to convergence
+        probe = train_linear_probe(
+            train_x, train.labels, test_x, test.labels, NUM_CLASSES, seed=args.seed
+        )
+    else:
+        probe = train_linear_probe(
+            train_x,
+            train.labels,
+            test_x,
+            test.labels,
+            NUM_CLASSES,
+            epochs=args.probe_epochs,
+            batch_size=args.probe_batch_size,
+            base_lr=args.probe_lr,
+            warmup_epochs=min(3, args.probe_epochs),
+            seed=args.seed,
+        )
     return {
         "knn_top1": 100.0 * knn["top1"],
         "knn_top5": 100.0 * knn["top5"],
@@ -799,6 +804,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-size", type=int, default=10_000)
     parser.add_argument("--knn-k", type=int, default=200)
     parser.add_argument("--knn-t", type=float, default=0.07)
+    parser.add_argument(
+        "--probe",
+        choices=("lars", "default"),
+        default="lars",
+        help="linear probe: 'lars' (--probe-epochs/--probe-batch-size/--probe-lr, the rows of "
+        "docs/benchmarks.md) or 'default' (train_linear_probe's defaults: full-batch L-BFGS, "
+        "what `ssl-mae evaluate --protocol linear` runs)",
+    )
     parser.add_argument("--probe-epochs", type=int, default=30)
     parser.add_argument("--probe-batch-size", type=int, default=1024)
     parser.add_argument(

@@ -281,3 +281,45 @@ def test_from_a_photo_folder_to_transformers_and_timm(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0, err
     assert (tmp_path / "rec.png").is_file()
+
+
+def test_evaluate_layers_concatenates_the_last_blocks(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ssl_mae.evaluation import protocols
+
+    _, checkpoint = trained
+    seen: list[torch.Tensor] = []
+    extract = protocols.extract_features
+
+    def recording(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        features, labels = extract(*args, **kwargs)
+        seen.append(features)
+        return features, labels
+
+    monkeypatch.setattr(protocols, "extract_features", recording)
+    output = tmp_path / "knn2.json"
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--device", "cpu", "--num-workers", "0"]
+    assert main([*argv, "--layers", "2", "--output", str(output)]) == 0
+    assert json.loads(output.read_text())["layers"] == 2
+    assert "layers=2" in capsys.readouterr().out
+    assert [tuple(f.shape) for f in seen] == [(16, 2 * 64), (6, 2 * 64)]
+    # The last block's half is the usual (layers=1) feature.
+    assert main(argv) == 0
+    torch.testing.assert_close(seen[0][:, 64:], seen[2], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--layers", "99"], "--layers 99: this encoder has"),
+        (["--layers", "2", "--protocol", "finetune"], "--layers: only used by --protocol knn"),
+        (["--layers", "0"], "--layers"),
+    ],
+)
+def test_evaluate_layers_errors(
+    trained: tuple[Path, Path], extra: list[str], message: str, capsys: Any
+) -> None:
+    _, checkpoint = trained
+    assert main(["evaluate", "--checkpoint", str(checkpoint), *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -83,6 +83,14 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="linear/finetune: seed (default: 0)")
     opt.add_pool(parser)
+    parser.add_argument(
+        "--layers",
+        type=opt.positive_int,
+        default=1,
+        help="knn/linear: features of the last K blocks, each pooled with --pool, concatenated "
+        "(default: 1, the encoder's output; 4 gives MAE encoders better frozen features, see "
+        "docs/benchmarks.md)",
+    )
     opt.add_eval_batch_size(parser)
     opt.add_device(parser)
     parser.add_argument(
@@ -100,6 +108,8 @@ def _check_protocol_options(args: argparse.Namespace) -> None:
             raise UsageError(f"{names}: only used by --protocol linear or finetune")
     elif args.knn_k is not None:
         raise UsageError("--knn-k: only used by --protocol knn")
+    if args.protocol == "finetune" and args.layers != 1:
+        raise UsageError("--layers: only used by --protocol knn or linear (frozen features)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
     trained = load(args)
     if args.pool == "cls" and int(trained.encoder.num_prefix_tokens) == 0:
         raise UsageError("--pool cls needs a class token, but this model has none; use --pool mean")
+    depth = _encoder_depth(trained.encoder)
+    if args.layers > 1 and (depth is None or args.layers > depth):
+        raise UsageError(
+            f"--layers {args.layers}: this encoder has "
+            + ("no per-block outputs" if depth is None else f"{depth} blocks")
+        )
     data = data_options(args, trained)
     prep = trained.preprocessing
     split = dict(
@@ -145,8 +161,11 @@ def run(args: argparse.Namespace) -> int:
         num_workers=data["num_workers"],
     )
     started = time.perf_counter()
+    if args.protocol != "finetune":
+        common["layers"] = args.layers
     result = _evaluate(args, trained.encoder, train_set, test_set, common)
     result.update(
+        layers=args.layers,
         protocol=args.protocol,
         checkpoint=str(args.checkpoint),
         dataset=data["dataset"],
@@ -160,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"{_LABELS[args.protocol]} top-1: {result['top1']:.2f}%  top-5: {result['top5']:.2f}%  "
-        f"({details}{', ' if details else ''}pool={args.pool}, {int(result['num_train'])} train / "
+        f"({details}{', ' if details else ''}pool={args.pool}, layers={args.layers}, "
+        f"{int(result['num_train'])} train / "
         f"{int(result['num_test'])} test images)"
     )
     if result["skipped_files"]:
@@ -174,6 +194,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _plain(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _encoder_depth(encoder: Any) -> int | None:
+    """Blocks whose outputs ``--layers`` can pool; None when the encoder offers none."""
+    if not callable(getattr(encoder, "forward_intermediates", None)):
+        return None
+    blocks = getattr(encoder, "blocks", None) or getattr(
+        getattr(encoder, "vit", None), "blocks", None
+    )
+    return None if blocks is None else len(blocks)
 
 
 def _evaluate(

@@ -56,6 +56,11 @@ PRESET_FACTS: dict[str, PresetFacts] = {
     "simple_mae_vit_micro": PresetFacts(312976, 204416, 16702464, 28, 1, 4),
     "simple_mae_vit_tiny": PresetFacts(6178448, 5351808, 224480256, 28, 1, 4),
     "simple_mae_torchvision_vit_tiny": PresetFacts(6371448, 5544808, 224480256, 28, 1, 4),
+    "mae_vit_micro_patch7_dec1": PresetFacts(864753, 802048, 10043648, 28, 1, 7),
+    "mae_crossmae_micro_patch7": PresetFacts(915249, 802048, 8961920, 28, 1, 7),
+    "mae_hog_micro_patch7": PresetFacts(912137, 802048, 11706880, 28, 1, 7),
+    "mae_pixio_micro_patch4": PresetFacts(860080, 802816, 32720384, 28, 1, 4),
+    "mae_crossmae_base_patch16": PresetFacts(111916032, 85798656, 10886889472, 224, 3, 16),
 }  # fmt: skip
 
 

@@ -103,14 +103,18 @@ def frozen_features(
     batch_size: int = 512,
     device: torch.device | str | None = None,
     num_workers: int = 0,
+    layers: int = 1,
 ) -> tuple[Tensor, Tensor, int]:
-    """Features of every readable image of ``dataset``.
+    """Features of every readable image of ``dataset``; ``layers > 1`` concatenates the pooled
+    tokens of the last ``layers`` blocks (see :func:`~ssl_mae.evaluation.encode_layers`).
 
     Returns:
         ``(features (N, D), labels (N,), skipped files)``.
     """
     batches = EvalBatches(dataset, batch_size, normalize, img_size, num_workers)
-    features, labels = extract_features(encoder, batches, pool=pool, device=device)
+    features, labels = extract_features(
+        encoder, batches, pool=pool, device=device, layers=layers
+    )
     return features, labels, batches.skipped_files
 
 
@@ -144,6 +148,7 @@ def knn_evaluate(
     batch_size: int = 512,
     device: torch.device | str | None = None,
     num_workers: int = 0,
+    layers: int = 1,
 ) -> dict[str, float]:
     """kNN top-1/top-5 of a frozen encoder: features of the whole train split as the bank,
     the test split as queries.
@@ -163,16 +168,17 @@ def knn_evaluate(
         batch_size: Images per forward pass.
         device: Where to run the encoder (default: where it is).
         num_workers: DataLoader workers.
+        layers: Pool the last ``layers`` blocks and concatenate them (1: the output only).
 
     Returns:
         ``{"top1": %, "top5": %, "k": k used, "num_train": N, "num_test": M,
         "skipped_files": unreadable files}`` with accuracies in percent.
     """
     train_x, train_y, skipped_train = frozen_features(
-        encoder, train_set, normalize, img_size, pool, batch_size, device, num_workers
+        encoder, train_set, normalize, img_size, pool, batch_size, device, num_workers, layers
     )
     test_x, test_y, skipped_test = frozen_features(
-        encoder, test_set, normalize, img_size, pool, batch_size, device, num_workers
+        encoder, test_set, normalize, img_size, pool, batch_size, device, num_workers, layers
     )
     _check_labelled(train_y, test_y)
     num_train = train_x.shape[0]
@@ -209,6 +215,7 @@ def linear_evaluate(
     device: torch.device | str | None = None,
     num_workers: int = 0,
     probe_options: Mapping[str, Any] | None = None,
+    layers: int = 1,
 ) -> dict[str, Any]:
     """Linear-probe top-1/top-5 of a frozen encoder (features extracted once, then
     :func:`~ssl_mae.evaluation.train_linear_probe` with its size-derived defaults).
@@ -227,16 +234,17 @@ def linear_evaluate(
         probe_options: Arguments of :func:`~ssl_mae.evaluation.train_linear_probe`
             (``epochs``, ``batch_size``, ``base_lr``, ``seed``, ...); unset ones take its
             defaults, which are derived from the size of the training set.
+        layers: Pool the last ``layers`` blocks and concatenate them (1: the output only).
 
     Returns:
         ``{"top1": %, "top5": %, "optimizer", "epochs", "batch_size", "lr", "weight_decay",
         "num_train", "num_test", "skipped_files"}``.
     """
     train_x, train_y, skipped_train = frozen_features(
-        encoder, train_set, normalize, img_size, pool, batch_size, device, num_workers
+        encoder, train_set, normalize, img_size, pool, batch_size, device, num_workers, layers
     )
     test_x, test_y, skipped_test = frozen_features(
-        encoder, test_set, normalize, img_size, pool, batch_size, device, num_workers
+        encoder, test_set, normalize, img_size, pool, batch_size, device, num_workers, layers
     )
     _check_labelled(train_y, test_y)
     result = train_linear_probe(
