@@ -35,6 +35,10 @@ SMALL = (
     "simple_mae_vit_micro",
     "simple_mae_vit_tiny",
     "simple_mae_torchvision_vit_tiny",
+    "mae_vit_micro_patch7_dec1",
+    "mae_crossmae_micro_patch7",
+    "mae_hog_micro_patch7",
+    "mae_pixio_micro_patch4",
 )
 BIG = (
     "mae_vit_base_patch16",
@@ -45,6 +49,7 @@ BIG = (
     "mae_hivit_b",
     "mae_hivit_b20",
     "mae_hivit_l",
+    "mae_crossmae_base_patch16",
 )
 
 

@@ -32,34 +32,120 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ssl_mae.core import MaskedAutoencoder, as_masked_autoencoder
 from ssl_mae.data import load_fashion_mnist
 from ssl_mae.evaluation import knn_accuracy, pool_tokens, train_linear_probe
+from ssl_mae.masking import random_token_mask
 from ssl_mae.models.presets import PRETRAIN_PRESETS, build_model
 from ssl_mae.training.optim import build_adamw, param_groups_weight_decay, warmup_cosine_scheduler
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, BatchedMAEAugment
 
+#: Lightly's MAE wiring (its examples/pytorch/mae.py: MaskedVisionTransformerTIMM, a
+#: MaskedVisionTransformerDecoderTIMM, a linear head, MSE on pixels) around the architecture of
+#: ``mae_vit_micro_patch7_dec1``, trained with the same recipe and batches as every other row.
+LIGHTLY = "lightly_mae_micro_patch7_dec1"
+
 VARIANTS = (
-    "mae_vit_micro_patch7",
+    "mae_vit_micro_patch7_dec1",
+    "mae_vit_micro_patch7_dec1@decode=0.25",
     "mae_crossmae_micro_patch7",
     "mae_pixio_micro_patch4",
     "mae_hog_micro_patch7",
+    LIGHTLY,
 )
 NUM_CLASSES = 10
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_core(preset: str, seed: int) -> MaskedAutoencoder:
-    """The core of a preset for 28x28 grayscale images, initialised from ``seed``."""
+class _LightlyOutput(NamedTuple):
+    loss: Tensor
+
+
+class _LightlyEncoder(nn.Module):
+    """Lightly's ``MaskedVisionTransformerTIMM`` seen through ``encode`` + ``num_prefix_tokens``."""
+
+    def __init__(self, backbone: nn.Module, num_prefix_tokens: int) -> None:
+        super().__init__()
+        self.backbone: Any = backbone  # Lightly's MaskedVisionTransformerTIMM
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def encode(self, images: Tensor) -> Tensor:
+        return cast(Tensor, self.backbone.encode(images=images))
+
+
+class LightlyMAECore(nn.Module):
+    """Lightly's MAE example wiring with the ``core(images, generator=...).loss`` interface."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from lightly.models.modules import (
+            MaskedVisionTransformerDecoderTIMM,
+            MaskedVisionTransformerTIMM,
+        )
+        from timm.models.vision_transformer import VisionTransformer
+
+        vit = VisionTransformer(
+            img_size=28, patch_size=7, in_chans=1, embed_dim=128, depth=4, num_heads=4,
+            num_classes=0,
+        )  # fmt: skip
+        self.encoder = _LightlyEncoder(MaskedVisionTransformerTIMM(vit=vit), vit.num_prefix_tokens)
+        self.sequence_length = int(self.encoder.backbone.sequence_length)
+        self.decoder_embed = nn.Linear(128, 64)
+        self.decoder = MaskedVisionTransformerDecoderTIMM(
+            num_patches=16, embed_dim=64, depth=1, num_heads=4
+        )
+        self.prediction_head = nn.Linear(64, 7 * 7)
+
+    def forward(self, images: Tensor, generator: torch.Generator) -> _LightlyOutput:
+        from lightly.models import utils
+
+        batch = images.shape[0]
+        idx_keep, idx_mask = random_token_mask(
+            (batch, self.sequence_length), mask_ratio=0.75, generator=generator
+        )
+        encoded = self.encoder.backbone.encode(images=images, idx_keep=idx_keep)
+        x = self.decoder_embed(encoded)
+        tokens = utils.repeat_token(self.decoder.mask_token, (batch, self.sequence_length))
+        tokens = utils.set_at_index(tokens, idx_keep, x.type_as(tokens))
+        pred = self.prediction_head(utils.get_at_index(self.decoder(tokens), idx_mask))
+        target = utils.get_at_index(utils.patchify(images, 7), idx_mask - 1)
+        return _LightlyOutput(F.mse_loss(pred, target))
+
+
+#: What a row trains: the one core of a preset, or Lightly's wiring.
+Core = MaskedAutoencoder | LightlyMAECore
+
+
+def parse_row(name: str) -> tuple[str, float]:
+    """``"PRESET"`` or ``"PRESET@decode=R"`` (decode a share R of the masked tokens) ->
+    ``(preset, decode_ratio)``."""
+    preset, _, option = name.partition("@")
+    if not option:
+        return preset, 1.0
+    key, _, value = option.partition("=")
+    if key != "decode" or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"row {name!r}: expected PRESET@decode=R with R in (0, 1]")
+    return preset, float(value)
+
+
+def build_core(name: str, seed: int) -> Core:
+    """The core of a row for 28x28 grayscale images, initialised from ``seed``: a registry
+    preset (optionally ``@decode=R``, partial decoding through the core) or :data:`LIGHTLY`."""
     torch.manual_seed(seed)
-    return as_masked_autoencoder(build_model(preset, img_size=28, in_chans=1))
+    if name == LIGHTLY:
+        return LightlyMAECore()
+    preset, decode_ratio = parse_row(name)
+    core = as_masked_autoencoder(build_model(preset, img_size=28, in_chans=1))
+    core.decode_ratio = decode_ratio
+    return core
 
 
 def normalize(images: Tensor) -> Tensor:
@@ -82,7 +168,7 @@ def batches(
 
 
 def make_optimizer(
-    core: MaskedAutoencoder, args: argparse.Namespace, total_steps: int
+    core: Core, args: argparse.Namespace, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     optimizer = build_adamw(param_groups_weight_decay(core, args.weight_decay), lr=args.lr)
     warmup = int(total_steps * args.warmup_fraction)
@@ -90,7 +176,7 @@ def make_optimizer(
 
 
 def train_step(
-    core: MaskedAutoencoder,
+    core: Core,
     optimizer: torch.optim.Optimizer,
     images: Tensor,
     generator: torch.Generator,
@@ -129,7 +215,7 @@ def measure_throughput(
     return {name: steps / elapsed[name] for name in presets}
 
 
-def count_train_flops(core: MaskedAutoencoder, images: Tensor) -> float:
+def count_train_flops(core: Core, images: Tensor) -> float:
     """FLOPs per image of one training step (forward + backward) of a copy of ``core``."""
     probe = copy.deepcopy(core)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
@@ -138,7 +224,7 @@ def count_train_flops(core: MaskedAutoencoder, images: Tensor) -> float:
 
 
 @torch.no_grad()
-def features(core: MaskedAutoencoder, images: Tensor, pools: Sequence[str]) -> dict[str, Tensor]:
+def features(core: Core, images: Tensor, pools: Sequence[str]) -> dict[str, Tensor]:
     """Frozen, unmasked encoder features {pool: (N, D)}."""
     encoder = core.encoder
     was_training = encoder.training
@@ -153,7 +239,7 @@ def features(core: MaskedAutoencoder, images: Tensor, pools: Sequence[str]) -> d
 
 
 def evaluate(
-    core: MaskedAutoencoder,
+    core: Core,
     train: tuple[Tensor, Tensor],
     test: tuple[Tensor, Tensor],
     args: argparse.Namespace,
@@ -244,7 +330,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--presets", nargs="+", default=list(VARIANTS), help="registry names")
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        default=list(VARIANTS),
+        help=f"rows: registry names, NAME@decode=R (partial decoding) or {LIGHTLY}",
+    )
     parser.add_argument("--budget-s", type=float, default=600.0, help="pretraining s per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--calibration-rounds", type=int, default=5)
@@ -266,7 +357,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--name", default="variants", help="stem of the JSON and Markdown files")
     args = parser.parse_args(argv)
-    unknown = [p for p in args.presets if p not in PRETRAIN_PRESETS]
+    unknown = [p for p in args.presets if p != LIGHTLY and parse_row(p)[0] not in PRETRAIN_PRESETS]
     if unknown:
         parser.error(f"--presets: unknown presets {unknown}")
     if not args.budget_s > 0:

@@ -10,10 +10,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "variants.py"
 TINY = [
-    "--presets", "mae_vit_micro_patch4", "mae_pixio_micro_patch4", "--budget-s", "1",
+    "--presets", "mae_vit_micro_patch4", "mae_pixio_micro_patch4",
+    "mae_vit_micro_patch4@decode=0.25", "lightly_mae_micro_patch7_dec1", "--budget-s", "1",
     "--seeds", "0", "--train-subset", "256", "--test-subset", "64", "--batch-size", "64",
     "--calibration-rounds", "1", "--steps-per-round", "1", "--probe-epochs", "1",
     "--knn-k", "10", "--threads", "1",
@@ -44,7 +46,12 @@ def test_equal_wall_clock_budget_follows_the_measured_throughput(
     assert saved["calibration_steps_per_s"] == result["calibration_steps_per_s"]
     rates = saved["calibration_steps_per_s"]
     runs = {run["preset"]: run for run in saved["runs"]}
-    assert set(runs) == {"mae_vit_micro_patch4", "mae_pixio_micro_patch4"}
+    assert set(runs) == {
+        "mae_vit_micro_patch4",
+        "mae_pixio_micro_patch4",
+        "mae_vit_micro_patch4@decode=0.25",
+        "lightly_mae_micro_patch7_dec1",
+    }
     for name, run in runs.items():
         assert run["steps"] == max(1, int(1.0 * rates[name]))  # budget x steps per second
         assert run["train_flops_per_image"] > 0 and run["images_per_s"] > 0
@@ -55,3 +62,20 @@ def test_equal_wall_clock_budget_follows_the_measured_throughput(
     assert set(runs["mae_vit_micro_patch4"]["evaluation"]) == {"cls", "mean"}
     table = (tmp_path / "variants.md").read_text()
     assert table.count("| mae_pixio_micro_patch4 |") == 3
+    # Partial decoding costs fewer FLOPs than decoding every masked token.
+    partial = runs["mae_vit_micro_patch4@decode=0.25"]["train_flops_per_image"]
+    assert partial < runs["mae_vit_micro_patch4"]["train_flops_per_image"]
+
+
+def test_rows_name_a_preset_a_decode_ratio_or_lightly(bench: ModuleType) -> None:
+    assert bench.parse_row("mae_vit_micro_patch7") == ("mae_vit_micro_patch7", 1.0)
+    assert bench.parse_row("mae_vit_micro_patch7@decode=0.25") == ("mae_vit_micro_patch7", 0.25)
+    with pytest.raises(ValueError, match="PRESET@decode=R"):
+        bench.parse_row("mae_vit_micro_patch7@decode=0")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--presets", "no_such_preset"])
+    core = bench.build_core(bench.LIGHTLY, 0)
+    images = torch.randn(2, 1, 28, 28)
+    loss = core(images, generator=torch.Generator().manual_seed(0)).loss
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert core.encoder.encode(images).shape == (2, 17, 128)
