@@ -677,8 +677,12 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"{result.get('load_after', '?')} after. Evaluated on the {config.get('split', 'test')} "
         "split. Run wall time = pretraining plus all "
         "evaluations of that implementation. kNN: k="
-        f"{config['knn_k']}, t={config['knn_t']}; linear probe: {config['probe_epochs']} "
-        "epochs, LARS.",
+        f"{config['knn_k']}, t={config['knn_t']}; linear probe: "
+        + (
+            "full-batch L-BFGS to convergence (train_linear_probe's defaults)."
+            if config.get("probe") == "default"
+            else f"{config['probe_epochs']} epochs, LARS."
+        ),
         "",
         "Command: `" + result["command"] + "`",
         "",
