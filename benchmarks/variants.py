@@ -126,7 +126,7 @@ Core = MaskedAutoencoder | LightlyMAECore
 
 def parse_row(name: str) -> tuple[str, float]:
     """``"PRESET"`` or ``"PRESET@decode=R"`` (decode a share R of the masked tokens) ->
-    ``(preset, decode_ratio)``."""
+    ``(preset, decode_ratio)``; 1.0 stands for "as the preset says" when no ``@`` is given."""
     preset, _, option = name.partition("@")
     if not option:
         return preset, 1.0
@@ -144,7 +144,8 @@ def build_core(name: str, seed: int) -> Core:
         return LightlyMAECore()
     preset, decode_ratio = parse_row(name)
     core = as_masked_autoencoder(build_model(preset, img_size=28, in_chans=1))
-    core.decode_ratio = decode_ratio
+    if "@" in name:  # otherwise the preset's own share stays (CrossMAE: 0.25)
+        core.decode_ratio = decode_ratio
     return core
 
 

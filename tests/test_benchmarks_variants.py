@@ -74,6 +74,9 @@ def test_rows_name_a_preset_a_decode_ratio_or_lightly(bench: ModuleType) -> None
         bench.parse_row("mae_vit_micro_patch7@decode=0")
     with pytest.raises(SystemExit):
         bench.parse_args(["--presets", "no_such_preset"])
+    # A preset keeps its own decoding share unless the row overrides it.
+    assert bench.build_core("mae_crossmae_micro_patch7", 0).decode_ratio == 0.25
+    assert bench.build_core("mae_crossmae_micro_patch7@decode=0.5", 0).decode_ratio == 0.5
     core = bench.build_core(bench.LIGHTLY, 0)
     images = torch.randn(2, 1, 28, 28)
     loss = core(images, generator=torch.Generator().manual_seed(0)).loss
