@@ -161,6 +161,26 @@ def to_2tuple(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return pair[0], pair[1]
 
 
+def square_grid(num_patches: int, what: str, hint: str) -> tuple[int, int]:
+    """The square patch grid ``(s, s)`` of ``num_patches`` patches.
+
+    Args:
+        num_patches: Number of patches.
+        what: What holds the patches, for the error.
+        hint: What to pass instead when the patches are not a square grid.
+
+    Raises:
+        ValueError: When ``num_patches`` is not a square number.
+    """
+    side = math.isqrt(max(num_patches, 0))
+    if side * side != num_patches:
+        raise ValueError(
+            f"{num_patches} patches ({what}) are not a square grid, so no square patch grid can "
+            f"be inferred; pass {hint}"
+        )
+    return side, side
+
+
 def check_tensor(
     tensor: object,
     name: str,

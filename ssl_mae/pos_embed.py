@@ -20,6 +20,7 @@ from ssl_mae._validation import (
     check_nonnegative_int,
     check_positive_int,
     check_tensor,
+    square_grid,
     to_2tuple,
 )
 
@@ -131,12 +132,7 @@ def interpolate_pos_embed(
             f"pos_embed, got num_prefix_tokens={num_prefix_tokens}"
         )
     if old_grid is None:
-        side = round(num_patches**0.5)
-        if side * side != num_patches:
-            raise ValueError(
-                f"pos_embed has {num_patches} patch rows, not a square grid; pass old_grid=(h, w)"
-            )
-        old_h, old_w = side, side
+        old_h, old_w = square_grid(num_patches, "the patch rows of pos_embed", "old_grid=(h, w)")
     else:
         old_h, old_w = to_2tuple(old_grid, "old_grid")
         if old_h * old_w != num_patches:

@@ -25,6 +25,7 @@ from ssl_mae._validation import (
     check_positive_float,
     check_positive_int,
     check_tensor,
+    square_grid,
     to_2tuple,
 )
 from ssl_mae.modules.init import init_mae_weights, init_tokens
@@ -104,12 +105,7 @@ class MaskedDecoderBase(nn.Module):
                     f"(1, 1, {decoder_embed_dim}), got {tuple(mask_token.shape)}"
                 )
         if grid_size is None:
-            side = round(num_patches**0.5)
-            if side * side != num_patches:
-                raise ValueError(
-                    f"num_patches={num_patches} is not a square grid; pass grid_size=(h, w)"
-                )
-            self.grid_size: tuple[int, int] = (side, side)
+            self.grid_size = square_grid(num_patches, "num_patches", "grid_size=(h, w)")
         else:
             self.grid_size = to_2tuple(grid_size, "grid_size")
             if self.grid_size[0] * self.grid_size[1] != num_patches:
