@@ -30,7 +30,7 @@ from ssl_mae._validation import (
 )
 from ssl_mae.core import MaskedAutoencoder, encode_visible
 from ssl_mae.loss import MAELoss
-from ssl_mae.models.layout import install_layout
+from ssl_mae.models.layout import CoreBlocks, install_layout
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training.module import TRAINING_OPTIONS, PretrainModule
 
@@ -72,7 +72,7 @@ def _internal_key(key: str) -> str:
     return (_DECODER if is_decoder else _ENCODER) + key
 
 
-class MAE(PretrainModule):
+class MAE(CoreBlocks, PretrainModule):
     """Masked Autoencoder with a ViT encoder (He et al. 2021), the seed ``models.mae.model.MAE``.
 
     The core (``self.model``, a :class:`~ssl_mae.MaskedAutoencoder`) holds the encoder
@@ -221,16 +221,6 @@ class MAE(PretrainModule):
     def encoder(self) -> MaskedVisionTransformer:
         """The masked ViT encoder."""
         return cast(MaskedVisionTransformer, self.model.encoder)
-
-    @property
-    def decoder(self) -> MAEDecoder:
-        """The decoder."""
-        return cast(MAEDecoder, self.model.decoder)
-
-    @property
-    def criterion(self) -> MAELoss:
-        """The reconstruction loss."""
-        return cast(MAELoss, self.model.loss)
 
     @property
     def norm_pix_loss(self) -> bool:

@@ -11,7 +11,7 @@ from ssl_mae._validation import check_positive_int
 from ssl_mae.core import MAEOutput, MaskedAutoencoder
 from ssl_mae.loss import MAELoss
 from ssl_mae.masking import get_at_index
-from ssl_mae.models.layout import install_layout, prefix_layout
+from ssl_mae.models.layout import CoreFacade, install_layout, prefix_layout
 from ssl_mae.modules import MAEDecoder, MaskedEncoderBase, wrap_vit
 
 __all__ = ["SimpleMAE", "SimpleMAEOutput", "fresh_vit"]
@@ -35,7 +35,7 @@ class SimpleMAEOutput(NamedTuple):
     idx_mask: Tensor
 
 
-class SimpleMAE(nn.Module):
+class SimpleMAE(CoreFacade, nn.Module):
     """Masked autoencoder around an existing ViT encoder (the lucidrains ``MAE`` wrapper).
 
     The encoder keeps its weights (they are shared, not copied: a training step updates the
@@ -55,8 +55,6 @@ class SimpleMAE(nn.Module):
         decoder_dim_head: Width of one decoder attention head.
         norm_pix: Normalise every target patch by its own mean and variance.
     """
-
-    core: MaskedAutoencoder
 
     def __init__(
         self,
@@ -115,24 +113,9 @@ class SimpleMAE(nn.Module):
         )
 
     @property
-    def masked_autoencoder(self) -> MaskedAutoencoder:
-        """The core that runs every step."""
-        return self.core
-
-    @property
     def encoder(self) -> MaskedEncoderBase:
         """The wrapped encoder (its ``vit`` is the model passed in)."""
         return cast(MaskedEncoderBase, self.core.encoder)
-
-    @property
-    def decoder(self) -> MAEDecoder:
-        """The decoder."""
-        return cast(MAEDecoder, self.core.decoder)
-
-    @property
-    def criterion(self) -> MAELoss:
-        """The reconstruction loss."""
-        return cast(MAELoss, self.core.loss)
 
     @property
     def masking_ratio(self) -> float:
