@@ -42,7 +42,7 @@ from ssl_mae.hf.keys import hf_to_official_state_dict, normalize_hf_key, officia
 from ssl_mae.loss import MAELoss
 from ssl_mae.modules.decoder import MAEDecoder
 from ssl_mae.modules.encoder import MaskedVisionTransformer, block_forward_with_attention
-from ssl_mae.modules.init import init_patch_projection
+from ssl_mae.modules.init import init_affine, init_patch_projection
 from ssl_mae.pos_embed import get_2d_sincos_pos_embed
 
 __all__ = [
@@ -184,15 +184,9 @@ def _init_hf_weights(
     N(0, ``initializer_range``) class and mask tokens. The position tables keep their fixed
     sin-cos values."""
     with torch.no_grad():
+        init_normal = partial(nn.init.normal_, mean=0.0, std=std)
         for layer in module.modules():
-            if isinstance(layer, (nn.Linear, nn.Conv2d)):
-                nn.init.normal_(layer.weight, mean=0.0, std=std)
-                if layer.bias is not None:
-                    nn.init.zeros_(layer.bias)
-            elif isinstance(layer, nn.LayerNorm) and layer.elementwise_affine:
-                nn.init.ones_(layer.weight)
-                if layer.bias is not None:
-                    nn.init.zeros_(layer.bias)
+            init_affine(layer, init_normal, (nn.Linear, nn.Conv2d))
         init_patch_projection(encoder.vit.patch_embed.proj.weight)
         nn.init.normal_(encoder.vit.cls_token, std=std)
         if decoder is not None:
