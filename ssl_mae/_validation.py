@@ -250,14 +250,27 @@ def check_index(index: object, name: str, sequence_length: int, batch_size: int)
         )
     # The range check reads values back to the host, so it runs for CPU tensors only (CUDA
     # gathers assert on their own).
-    if idx.numel() > 0 and reads_back(idx):
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= sequence_length:
-            raise ValueError(
-                f"{name} values must lie in [0, {sequence_length - 1}] (sequence length "
-                f"{sequence_length}), got values in [{low}, {high}]"
-            )
+    if reads_back(idx):
+        check_range(idx, f"{name} values", sequence_length, f"sequence length {sequence_length}")
     return idx
+
+
+def check_range(values: Tensor, subject: str, size: int, what: str) -> None:
+    """Checks that the integers in ``values`` lie in ``[0, size)`` (reads them back to the host;
+    an empty tensor passes).
+
+    Args:
+        values: Integer tensor.
+        subject: What the error says must lie in the range (``"labels"``, ``"idx values"``).
+        size: The number of valid values.
+        what: What ``size`` is, for the error (``"num_classes=10"``).
+    """
+    if values.numel() > 0:
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high >= size:
+            raise ValueError(
+                f"{subject} must lie in [0, {size - 1}] ({what}), got values in [{low}, {high}]"
+            )
 
 
 def check_permutation(index: Tensor, name: str) -> Tensor:
