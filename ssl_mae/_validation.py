@@ -181,6 +181,28 @@ def square_grid(num_patches: int, what: str, hint: str) -> tuple[int, int]:
     return side, side
 
 
+def patch_grid(
+    num_patches: int, grid: int | Sequence[int] | None, name: str, what: str
+) -> tuple[int, int]:
+    """The patch grid ``(h, w)`` of ``num_patches`` patches: ``grid`` when given (checked
+    against the count), else the square one.
+
+    Args:
+        num_patches: Number of patches.
+        grid: The grid passed as argument ``name``, or None.
+        name: The argument's name, for errors.
+        what: What holds the patches, for errors.
+    """
+    if grid is None:
+        return square_grid(num_patches, what, f"{name}=(h, w)")
+    grid_h, grid_w = to_2tuple(grid, name)
+    if grid_h * grid_w != num_patches:
+        raise ValueError(
+            f"{name} {grid_h}x{grid_w} does not hold the {num_patches} patches ({what})"
+        )
+    return grid_h, grid_w
+
+
 def check_tensor(
     tensor: object,
     name: str,

@@ -25,7 +25,7 @@ from ssl_mae._validation import (
     check_positive_float,
     check_positive_int,
     check_tensor,
-    square_grid,
+    patch_grid,
     to_2tuple,
 )
 from ssl_mae.modules.init import init_mae_weights, init_tokens
@@ -110,14 +110,7 @@ class MaskedDecoderBase(nn.Module):
                     f"mask_token must have shape (1, 1, decoder_embed_dim) = "
                     f"(1, 1, {decoder_embed_dim}), got {tuple(mask_token.shape)}"
                 )
-        if grid_size is None:
-            self.grid_size = square_grid(num_patches, "num_patches", "grid_size=(h, w)")
-        else:
-            self.grid_size = to_2tuple(grid_size, "grid_size")
-            if self.grid_size[0] * self.grid_size[1] != num_patches:
-                raise ValueError(
-                    f"grid_size {self.grid_size} does not hold num_patches={num_patches} patches"
-                )
+        self.grid_size = patch_grid(num_patches, grid_size, "grid_size", "num_patches")
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)
         self.mask_token = (
             mask_token
