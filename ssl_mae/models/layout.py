@@ -10,13 +10,14 @@ every parameter exists once and every checkpoint format loads with plain ``load_
 missing and unexpected keys are reported under the published names too.
 
 :class:`CoreBlocks` gives every façade the same names for its core's decoder and loss;
-:class:`CoreFacade` adds ``masked_autoencoder`` for the façades whose core is the child ``core``.
+:class:`CoreFacade` adds ``masked_autoencoder`` for the façades whose core is the child ``core``;
+an :class:`Alias` publishes a block under the name users expect (``MAE.blocks``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast, overload
 
 from torch import nn
 
@@ -24,9 +25,10 @@ from ssl_mae.core import MaskedAutoencoder
 from ssl_mae.loss import MAELoss
 from ssl_mae.modules.decoder import MAEDecoder
 
-__all__ = ["CoreBlocks", "CoreFacade", "install_layout", "prefix_layout"]
+__all__ = ["Alias", "CoreBlocks", "CoreFacade", "install_layout", "prefix_layout"]
 
 KeyMap = Callable[[str], str]
+T = TypeVar("T")
 
 
 def install_layout(module: nn.Module, export_key: KeyMap, import_key: KeyMap) -> None:
@@ -126,3 +128,36 @@ class CoreFacade(CoreBlocks):
     def masked_autoencoder(self) -> MaskedAutoencoder:
         """The core that runs every step."""
         return self.core
+
+
+class Alias(Generic[T]):
+    """A read-only attribute that is another one under the name users expect, e.g.
+    ``blocks = Alias[nn.Sequential]("encoder.vit.blocks")`` (the very object, not a copy).
+
+    Args:
+        path: Dotted attribute path from the instance.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.__doc__ = f"The same object as ``{path}``."
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Alias[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type) -> T: ...
+
+    def __get__(self, instance: object, owner: type) -> Alias[T] | T:
+        if instance is None:
+            return self
+        value = instance
+        for name in self.path.split("."):
+            value = getattr(value, name)
+        return cast(T, value)
+
+    def __set__(self, instance: object, value: object) -> NoReturn:
+        raise AttributeError(f"{self.name} is {self.path}; set that instead")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, cast
 
 import torch
@@ -160,8 +161,10 @@ def fresh_vit(
     depth: int,
     num_heads: int,
     mlp_ratio: float = 4.0,
+    norm_layer: Callable[..., nn.Module] | None = None,
 ) -> MaskedEncoderBase:
-    """A new, MAE-initialised ViT to pre-train with :class:`SimpleMAE` (the presets' encoder).
+    """A new, MAE-initialised ViT to pre-train with :class:`SimpleMAE` (the presets' encoder,
+    and :class:`~ssl_mae.models.MAE`'s).
 
     Args:
         backbone: ``"timm"`` (``timm.models.VisionTransformer``) or ``"torchvision"``
@@ -174,6 +177,8 @@ def fresh_vit(
         depth: Blocks.
         num_heads: Attention heads.
         mlp_ratio: MLP hidden size ratio.
+        norm_layer: Normalisation layer factory; None keeps the library's default
+            (``LayerNorm(eps=1e-6)`` in both).
 
     Returns:
         The ViT wrapped as a masked encoder with the MAE initialisation and a fixed sin-cos
@@ -199,7 +204,8 @@ def fresh_vit(
             num_heads=num_heads,
             mlp_ratio=mlp_ratio,
             qkv_bias=True,
-            weight_init="skip",
+            norm_layer=norm_layer,
+            weight_init="skip",  # the wrapper applies the MAE initialisation
         )
     else:
         from torchvision.models import VisionTransformer as TorchvisionViT
@@ -211,11 +217,13 @@ def fresh_vit(
             num_heads=num_heads,
             hidden_dim=embed_dim,
             mlp_dim=int(embed_dim * mlp_ratio),
+            **({} if norm_layer is None else {"norm_layer": norm_layer}),
         )
         if in_chans != 3:
             vit.conv_proj = nn.Conv2d(
                 in_chans, embed_dim, kernel_size=patch_size, stride=patch_size
             )
+    # MAE drops the masked tokens: a mask token in the encoder would get no gradient.
     return wrap_vit(
         vit, weight_initialization="", pos_embed_initialization="sincos", use_mask_token=False
     )
