@@ -161,6 +161,48 @@ def to_2tuple(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return pair[0], pair[1]
 
 
+def square_grid(num_patches: int, what: str, hint: str) -> tuple[int, int]:
+    """The square patch grid ``(s, s)`` of ``num_patches`` patches.
+
+    Args:
+        num_patches: Number of patches.
+        what: What holds the patches, for the error.
+        hint: What to pass instead when the patches are not a square grid.
+
+    Raises:
+        ValueError: When ``num_patches`` is not a square number.
+    """
+    side = math.isqrt(max(num_patches, 0))
+    if side * side != num_patches:
+        raise ValueError(
+            f"{num_patches} patches ({what}) are not a square grid, so no square patch grid can "
+            f"be inferred; pass {hint}"
+        )
+    return side, side
+
+
+def patch_grid(
+    num_patches: int, grid: int | Sequence[int] | None, name: str, what: str
+) -> tuple[int, int]:
+    """The patch grid ``(h, w)`` of ``num_patches`` patches: ``grid`` when given (checked
+    against the count), else the square one.
+
+    Args:
+        num_patches: Number of patches.
+        grid: The grid passed as argument ``name``, or None.
+        name: The argument's name, for errors.
+        what: What holds the patches, for errors.
+    """
+    if grid is None:
+        return square_grid(num_patches, what, f"{name}=(h, w)")
+    grid_h, grid_w = to_2tuple(grid, name)
+    if grid_h * grid_w != num_patches:
+        raise ValueError(
+            f"{name} {grid_h}x{grid_w} does not hold the {num_patches} patches ({what})"
+        )
+    return grid_h, grid_w
+
+
 def check_tensor(
     tensor: object,
     name: str,
@@ -230,14 +272,27 @@ def check_index(index: object, name: str, sequence_length: int, batch_size: int)
         )
     # The range check reads values back to the host, so it runs for CPU tensors only (CUDA
     # gathers assert on their own).
-    if idx.numel() > 0 and reads_back(idx):
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= sequence_length:
-            raise ValueError(
-                f"{name} values must lie in [0, {sequence_length - 1}] (sequence length "
-                f"{sequence_length}), got values in [{low}, {high}]"
-            )
+    if reads_back(idx):
+        check_range(idx, f"{name} values", sequence_length, f"sequence length {sequence_length}")
     return idx
+
+
+def check_range(values: Tensor, subject: str, size: int, what: str) -> None:
+    """Checks that the integers in ``values`` lie in ``[0, size)`` (reads them back to the host;
+    an empty tensor passes).
+
+    Args:
+        values: Integer tensor.
+        subject: What the error says must lie in the range (``"labels"``, ``"idx values"``).
+        size: The number of valid values.
+        what: What ``size`` is, for the error (``"num_classes=10"``).
+    """
+    if values.numel() > 0:
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high >= size:
+            raise ValueError(
+                f"{subject} must lie in [0, {size - 1}] ({what}), got values in [{low}, {high}]"
+            )
 
 
 def check_permutation(index: Tensor, name: str) -> Tensor:

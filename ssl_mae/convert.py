@@ -40,6 +40,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ssl_mae._io import read_weights_file
+from ssl_mae._validation import square_grid
 from ssl_mae.modules.decoder import MAEDecoder
 from ssl_mae.modules.encoder import MaskedVisionTransformer
 
@@ -363,9 +364,7 @@ def infer_official_architecture(state_dict: Mapping[str, Tensor]) -> dict[str, A
     num_tokens = state_dict["pos_embed"].shape[1]
     has_cls = "cls_token" in state_dict
     num_patches = num_tokens - (1 if has_cls else 0)
-    side = round(num_patches**0.5)
-    if side * side != num_patches:
-        raise ValueError(f"pos_embed holds {num_patches} patches, not a square grid")
+    grid_size = square_grid(num_patches, "pos_embed", "the state dict of a model for square images")
 
     def depth(prefix: str) -> int:
         pattern = re.compile(rf"^{re.escape(prefix)}(\d+)\.")
@@ -378,7 +377,7 @@ def infer_official_architecture(state_dict: Mapping[str, Tensor]) -> dict[str, A
         "mlp_hidden": int(state_dict["blocks.0.mlp.fc1.weight"].shape[0]),
         "patch_size": int(patch_size),
         "in_chans": int(in_chans),
-        "grid_size": (side, side),
+        "grid_size": grid_size,
         "qkv_bias": "blocks.0.attn.qkv.bias" in state_dict,
     }
     if "decoder_embed.weight" in state_dict:

@@ -30,6 +30,7 @@ from ssl_mae._validation import (
     check_positive_int,
     check_tensor,
     reads_back,
+    square_grid,
     to_2tuple,
 )
 
@@ -529,12 +530,7 @@ def unpatchify(
             f"got {patch_dim}"
         )
     if image_size is None:
-        side = round(length**0.5)
-        if side * side != length:
-            raise ValueError(
-                f"cannot infer a square patch grid from {length} patches; pass image_size=(H, W)"
-            )
-        grid_h = grid_w = side
+        grid_h, grid_w = square_grid(length, "patches", "image_size=(H, W)")
     else:
         height, width = to_2tuple(image_size, "image_size")
         if height % patch_size or width % patch_size:

@@ -20,6 +20,7 @@ from ssl_mae._validation import (
     check_nonnegative_int,
     check_positive_int,
     check_tensor,
+    patch_grid,
     to_2tuple,
 )
 
@@ -130,19 +131,7 @@ def interpolate_pos_embed(
             f"num_prefix_tokens must leave at least one patch row of the {pe.shape[1]} rows of "
             f"pos_embed, got num_prefix_tokens={num_prefix_tokens}"
         )
-    if old_grid is None:
-        side = round(num_patches**0.5)
-        if side * side != num_patches:
-            raise ValueError(
-                f"pos_embed has {num_patches} patch rows, not a square grid; pass old_grid=(h, w)"
-            )
-        old_h, old_w = side, side
-    else:
-        old_h, old_w = to_2tuple(old_grid, "old_grid")
-        if old_h * old_w != num_patches:
-            raise ValueError(
-                f"old_grid {old_h}x{old_w} does not match the {num_patches} patch rows of pos_embed"
-            )
+    old_h, old_w = patch_grid(num_patches, old_grid, "old_grid", "the patch rows of pos_embed")
     prefix, patches = pe[:, :num_prefix_tokens], pe[:, num_prefix_tokens:]
     if (old_h, old_w) != (new_h, new_w):
         dim = patches.shape[-1]

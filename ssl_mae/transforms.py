@@ -64,6 +64,19 @@ def _check_pixel_range(pixels: Tensor, name: str) -> None:
         )
 
 
+def _check_image_tensor(image: object, name: str, ndim: int, shape_doc: str) -> Tensor:
+    """Checks an image tensor (one image or a batch): uint8 or float in [0, 1], not empty."""
+    tensor = check_tensor(image, name, ndim=ndim, shape_doc=shape_doc)
+    if not (tensor.is_floating_point() or tensor.dtype == torch.uint8):
+        raise TypeError(
+            f"{name} must be a uint8 or floating point tensor, got dtype {tensor.dtype}"
+        )
+    if not all(tensor.shape):
+        raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
+    _check_pixel_range(tensor, name)
+    return tensor
+
+
 def _to_8_bit(image: Image.Image) -> Image.Image:
     """PIL images with 16/32-bit integer or float pixels (modes ``I;16``, ``I``, ``F``) to 8-bit
     ``L`` with the image-folder rules, so ``ToDtype(scale=True)`` sees 0..255 values (it
@@ -199,14 +212,7 @@ class MAETransform:
         """
         is_tensor = isinstance(image, Tensor)
         if is_tensor:
-            tensor = check_tensor(image, "image", ndim=3, shape_doc="(C, H, W)")
-            if not (tensor.is_floating_point() or tensor.dtype == torch.uint8):
-                raise TypeError(
-                    f"image must be a uint8 or floating point tensor, got dtype {tensor.dtype}"
-                )
-            if not all(tensor.shape):
-                raise ValueError(f"image must not be empty, got shape {tuple(tensor.shape)}")
-            _check_pixel_range(tensor, "image")
+            tensor = _check_image_tensor(image, "image", 3, "(C, H, W)")
             num_channels = tensor.shape[0]
         elif isinstance(image, Image.Image):
             if not (image.width and image.height):
@@ -472,15 +478,7 @@ class BatchedMAEAugment(nn.Module):
 
     @staticmethod
     def _check_images(images: Any) -> Tensor:
-        tensor = check_tensor(images, "images", ndim=4, shape_doc="(B, C, H, W)")
-        if not (tensor.is_floating_point() or tensor.dtype == torch.uint8):
-            raise TypeError(
-                f"images must be a uint8 or floating point tensor, got dtype {tensor.dtype}"
-            )
-        if not all(tensor.shape):
-            raise ValueError(f"images must be non-empty, got shape {tuple(tensor.shape)}")
-        _check_pixel_range(tensor, "images")
-        return tensor
+        return _check_image_tensor(images, "images", 4, "(B, C, H, W)")
 
     def extra_repr(self) -> str:
         return (

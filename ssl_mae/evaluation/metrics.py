@@ -12,6 +12,7 @@ from ssl_mae._validation import (
     check_nonnegative_float,
     check_positive_float,
     check_positive_int,
+    check_range,
     check_tensor,
 )
 
@@ -81,13 +82,7 @@ def check_labels(labels: object, name: str, num_classes: int, length: int | None
         raise ValueError(
             f"{name} must have one label per sample ({length}), got {tensor.shape[0]} labels"
         )
-    if tensor.numel() > 0:
-        low, high = int(tensor.min()), int(tensor.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"{name} must lie in [0, {num_classes - 1}] for num_classes={num_classes}, got "
-                f"values in [{low}, {high}]"
-            )
+    check_range(tensor, name, num_classes, f"num_classes={num_classes}")
     return tensor
 
 

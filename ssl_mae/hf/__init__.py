@@ -11,28 +11,8 @@ Built from the ssl_mae blocks; reads and writes the Hugging Face checkpoint layo
     model.save_pretrained("out/")  # loads in transformers too
 """
 
-from ssl_mae.hf.configuration import ViTMAEConfig
-from ssl_mae.hf.modeling import (
-    ModelOutput,
-    ViTMAEForPreTraining,
-    ViTMAEForPreTrainingOutput,
-    ViTMAEModel,
-    ViTMAEModelOutput,
-    ViTMAEPreTrainedModel,
-    activation_layer,
-    block_forward_with_attention,
-    config_from_official_state_dict,
-)
+from ssl_mae.hf import modeling
+from ssl_mae.hf.configuration import ViTMAEConfig as ViTMAEConfig
+from ssl_mae.hf.modeling import *  # noqa: F403
 
-__all__ = [
-    "ModelOutput",
-    "ViTMAEConfig",
-    "ViTMAEForPreTraining",
-    "ViTMAEForPreTrainingOutput",
-    "ViTMAEModel",
-    "ViTMAEModelOutput",
-    "ViTMAEPreTrainedModel",
-    "activation_layer",
-    "block_forward_with_attention",
-    "config_from_official_state_dict",
-]
+__all__ = sorted(["ViTMAEConfig", *modeling.__all__])

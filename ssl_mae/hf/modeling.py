@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ssl_mae import convert, masking
 from ssl_mae._validation import check_tensor
-from ssl_mae.core import MaskedAutoencoder, encode_visible
+from ssl_mae.core import MaskedAutoencoder, VisibleEncoding, encode_visible
 from ssl_mae.hf.configuration import ViTMAEConfig, _as_dtype
 from ssl_mae.hf.io import (
     CONFIG_NAME,
@@ -42,7 +42,7 @@ from ssl_mae.hf.keys import hf_to_official_state_dict, normalize_hf_key, officia
 from ssl_mae.loss import MAELoss
 from ssl_mae.modules.decoder import MAEDecoder
 from ssl_mae.modules.encoder import MaskedVisionTransformer, block_forward_with_attention
-from ssl_mae.modules.init import init_patch_projection
+from ssl_mae.modules.init import init_affine, init_patch_projection
 from ssl_mae.pos_embed import get_2d_sincos_pos_embed
 
 __all__ = [
@@ -184,15 +184,9 @@ def _init_hf_weights(
     N(0, ``initializer_range``) class and mask tokens. The position tables keep their fixed
     sin-cos values."""
     with torch.no_grad():
+        init_normal = partial(nn.init.normal_, mean=0.0, std=std)
         for layer in module.modules():
-            if isinstance(layer, (nn.Linear, nn.Conv2d)):
-                nn.init.normal_(layer.weight, mean=0.0, std=std)
-                if layer.bias is not None:
-                    nn.init.zeros_(layer.bias)
-            elif isinstance(layer, nn.LayerNorm) and layer.elementwise_affine:
-                nn.init.ones_(layer.weight)
-                if layer.bias is not None:
-                    nn.init.zeros_(layer.bias)
+            init_affine(layer, init_normal, (nn.Linear, nn.Conv2d))
         init_patch_projection(encoder.vit.patch_embed.proj.weight)
         nn.init.normal_(encoder.vit.cls_token, std=std)
         if decoder is not None:
@@ -345,6 +339,16 @@ def config_from_official_state_dict(
     return ViTMAEConfig(**fields)
 
 
+def _encoding_fields(visible: VisibleEncoding) -> dict[str, Any]:
+    """The output fields that both models take from the step as they are."""
+    return {
+        "mask": visible.mask,
+        "ids_restore": visible.ids_restore,
+        "hidden_states": visible.hidden_states,
+        "attentions": visible.attentions,
+    }
+
+
 class ViTMAEPreTrainedModel(nn.Module):
     """Shared loading and saving of the Hugging Face checkpoint layout.
 
@@ -405,19 +409,27 @@ class ViTMAEPreTrainedModel(nn.Module):
             and not (exclude_embeddings and id(parameter) in embeddings)
         )
 
-    def _output_options(
+    def _step_options(
         self,
+        interpolate_pos_encoding: bool | None,
         output_attentions: bool | None,
         output_hidden_states: bool | None,
         return_dict: bool | None,
-    ) -> tuple[bool, bool, bool]:
-        """Call arguments, with None meaning "as ``self.config`` says" (as in transformers)."""
+    ) -> tuple[dict[str, Any], bool]:
+        """The MAE step's keyword arguments for these call arguments, and whether to return an
+        output object; None means "as ``self.config`` says" (as in transformers)."""
         config = self.config
-        return (
-            config.output_attentions if output_attentions is None else output_attentions,
-            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-            config.use_return_dict if return_dict is None else return_dict,
-        )
+        if output_hidden_states is None:
+            output_hidden_states = config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = config.output_attentions
+        options = {
+            "interpolate_pos_encoding": bool(interpolate_pos_encoding),
+            "output_hidden_states": output_hidden_states,
+            "output_attentions": output_attentions,
+            "input_name": "pixel_values",
+        }
+        return options, config.use_return_dict if return_dict is None else return_dict
 
     # --- official layout ----------------------------------------------------------------------
     def official_state_dict(self) -> dict[str, Tensor]:
@@ -611,26 +623,13 @@ class ViTMAEModel(ViTMAEPreTrainedModel):
         Returns:
             :class:`ViTMAEModelOutput`.
         """
-        output_attentions, output_hidden_states, return_dict = self._output_options(
-            output_attentions, output_hidden_states, return_dict
+        options, return_dict = self._step_options(
+            interpolate_pos_encoding, output_attentions, output_hidden_states, return_dict
         )
         visible = encode_visible(
-            self.encoder,
-            pixel_values,
-            self.config.mask_ratio,
-            noise=noise,
-            interpolate_pos_encoding=bool(interpolate_pos_encoding),
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            input_name="pixel_values",
+            self.encoder, pixel_values, self.config.mask_ratio, noise=noise, **options
         )
-        output = ViTMAEModelOutput(
-            last_hidden_state=visible.latent,
-            mask=visible.mask,
-            ids_restore=visible.ids_restore,
-            hidden_states=visible.hidden_states,
-            attentions=visible.attentions,
-        )
+        output = ViTMAEModelOutput(last_hidden_state=visible.latent, **_encoding_fields(visible))
         return output if return_dict else output.to_tuple()
 
 
@@ -860,24 +859,9 @@ class ViTMAEForPreTraining(ViTMAEPreTrainedModel):
             (B, L, p * p * C), ``mask`` (B, L), ``ids_restore`` (B, L), and optionally
             ``hidden_states`` and ``attentions``.
         """
-        output_attentions, output_hidden_states, return_dict = self._output_options(
-            output_attentions, output_hidden_states, return_dict
+        options, return_dict = self._step_options(
+            interpolate_pos_encoding, output_attentions, output_hidden_states, return_dict
         )
-        out = self.masked_autoencoder(
-            pixel_values,
-            self.config.mask_ratio,
-            noise,
-            interpolate_pos_encoding=bool(interpolate_pos_encoding),
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            input_name="pixel_values",
-        )
-        output = ViTMAEForPreTrainingOutput(
-            loss=out.loss,
-            logits=out.pred,
-            mask=out.mask,
-            ids_restore=out.ids_restore,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-        )
+        out = self.masked_autoencoder(pixel_values, self.config.mask_ratio, noise, **options)
+        output = ViTMAEForPreTrainingOutput(loss=out.loss, logits=out.pred, **_encoding_fields(out))
         return output if return_dict else output.to_tuple()

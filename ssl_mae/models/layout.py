@@ -1,4 +1,4 @@
-"""State-dict layouts of the model façades.
+"""State-dict layouts of the model façades, and the names they share.
 
 Every façade holds its :class:`~ssl_mae.MaskedAutoencoder` as the child ``core``, so its
 parameters live under ``core.encoder.*`` and ``core.decoder.*``. Users and checkpoints expect
@@ -8,18 +8,27 @@ for ``SimpleMAE``. :func:`install_layout` renames the keys on the way out of ``s
 back on the way into ``load_state_dict`` (which also accepts the internal ``core.*`` names), so
 every parameter exists once and every checkpoint format loads with plain ``load_state_dict``;
 missing and unexpected keys are reported under the published names too.
+
+:class:`CoreBlocks` gives every façade the same names for its core's decoder and loss;
+:class:`CoreFacade` adds ``masked_autoencoder`` for the façades whose core is the child ``core``;
+an :class:`Alias` publishes a block under the name users expect (``MAE.blocks``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast, overload
 
 from torch import nn
 
-__all__ = ["install_layout", "prefix_layout"]
+from ssl_mae.core import MaskedAutoencoder
+from ssl_mae.loss import MAELoss
+from ssl_mae.modules.decoder import MAEDecoder
+
+__all__ = ["Alias", "CoreBlocks", "CoreFacade", "install_layout", "prefix_layout"]
 
 KeyMap = Callable[[str], str]
+T = TypeVar("T")
 
 
 def install_layout(module: nn.Module, export_key: KeyMap, import_key: KeyMap) -> None:
@@ -89,3 +98,66 @@ def prefix_layout(pairs: list[tuple[str, str]]) -> tuple[KeyMap, KeyMap]:
         return key
 
     return export_key, import_key
+
+
+class CoreBlocks:
+    """The core's decoder and loss under the names every façade gives them (a mixin)."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def masked_autoencoder(self) -> MaskedAutoencoder: ...
+
+    @property
+    def decoder(self) -> MAEDecoder:
+        """The decoder."""
+        return cast(MAEDecoder, self.masked_autoencoder.decoder)
+
+    @property
+    def criterion(self) -> MAELoss:
+        """The reconstruction loss."""
+        return cast(MAELoss, self.masked_autoencoder.loss)
+
+
+class CoreFacade(CoreBlocks):
+    """A façade that holds its core as the child ``core`` (a mixin)."""
+
+    core: MaskedAutoencoder
+
+    @property
+    def masked_autoencoder(self) -> MaskedAutoencoder:
+        """The core that runs every step."""
+        return self.core
+
+
+class Alias(Generic[T]):
+    """A read-only attribute that is another one under the name users expect, e.g.
+    ``blocks = Alias[nn.Sequential]("encoder.vit.blocks")`` (the very object, not a copy).
+
+    Args:
+        path: Dotted attribute path from the instance.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.__doc__ = f"The same object as ``{path}``."
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Alias[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type) -> T: ...
+
+    def __get__(self, instance: object, owner: type) -> Alias[T] | T:
+        if instance is None:
+            return self
+        value = instance
+        for name in self.path.split("."):
+            value = getattr(value, name)
+        return cast(T, value)
+
+    def __set__(self, instance: object, value: object) -> NoReturn:
+        raise AttributeError(f"{self.name} is {self.path}; set that instead")

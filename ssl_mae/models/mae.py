@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any, cast
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ssl_mae import convert, masking
@@ -30,7 +29,8 @@ from ssl_mae._validation import (
 )
 from ssl_mae.core import MaskedAutoencoder, encode_visible
 from ssl_mae.loss import MAELoss
-from ssl_mae.models.layout import install_layout
+from ssl_mae.models.layout import Alias, CoreBlocks, install_layout
+from ssl_mae.models.simple_mae import fresh_vit
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training.module import TRAINING_OPTIONS, PretrainModule
 
@@ -72,7 +72,7 @@ def _internal_key(key: str) -> str:
     return (_DECODER if is_decoder else _ENCODER) + key
 
 
-class MAE(PretrainModule):
+class MAE(CoreBlocks, PretrainModule):
     """Masked Autoencoder with a ViT encoder (He et al. 2021), the seed ``models.mae.model.MAE``.
 
     The core (``self.model``, a :class:`~ssl_mae.MaskedAutoencoder`) holds the encoder
@@ -166,24 +166,11 @@ class MAE(PretrainModule):
         if not callable(norm_layer):
             raise TypeError(f"norm_layer must be a callable returning a module, got {norm_layer!r}")
 
-        vit = VisionTransformer(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            num_classes=0,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            qkv_bias=True,
-            norm_layer=norm_layer,
-            weight_init="skip",  # the wrapper applies the MAE initialisation
-        )
-        encoder = MaskedVisionTransformer(
-            vit,
-            pos_embed_initialization="sincos",
-            use_mask_token=False,  # MAE drops tokens; a mask token here would get no gradient
-        )
+        encoder = cast(
+            MaskedVisionTransformer,
+            fresh_vit("timm", img_size, patch_size, in_chans, embed_dim, depth, num_heads,
+                      mlp_ratio, norm_layer),
+        )  # fmt: skip
         decoder = MAEDecoder(
             num_patches=encoder.num_patches,
             patch_size=patch_size,
@@ -223,16 +210,6 @@ class MAE(PretrainModule):
         return cast(MaskedVisionTransformer, self.model.encoder)
 
     @property
-    def decoder(self) -> MAEDecoder:
-        """The decoder."""
-        return cast(MAEDecoder, self.model.decoder)
-
-    @property
-    def criterion(self) -> MAELoss:
-        """The reconstruction loss."""
-        return cast(MAELoss, self.model.loss)
-
-    @property
     def norm_pix_loss(self) -> bool:
         """Whether the targets are per-patch normalised pixels."""
         return self.criterion.norm_pix
@@ -252,60 +229,18 @@ class MAE(PretrainModule):
         """Image channels C."""
         return int(self.hparams["in_chans"])
 
-    @property
-    def patch_embed(self) -> nn.Module:
-        """Official name of the patch embedding (``encoder.vit.patch_embed``)."""
-        return cast(nn.Module, self.encoder.vit.patch_embed)
-
-    @property
-    def cls_token(self) -> nn.Parameter:
-        """Official name of the class token."""
-        return cast(nn.Parameter, self.encoder.vit.cls_token)
-
-    @property
-    def pos_embed(self) -> nn.Parameter:
-        """Official name of the (fixed) encoder position embedding."""
-        return cast(nn.Parameter, self.encoder.vit.pos_embed)
-
-    @property
-    def blocks(self) -> nn.Sequential:
-        """Official name of the encoder blocks."""
-        return cast(nn.Sequential, self.encoder.vit.blocks)
-
-    @property
-    def norm(self) -> nn.Module:
-        """Official name of the encoder's final norm."""
-        return cast(nn.Module, self.encoder.vit.norm)
-
-    @property
-    def decoder_embed(self) -> nn.Linear:
-        """Official name of the encoder → decoder projection."""
-        return self.decoder.decoder_embed
-
-    @property
-    def mask_token(self) -> nn.Parameter:
-        """Official name of the decoder's mask token."""
-        return self.decoder.mask_token
-
-    @property
-    def decoder_pos_embed(self) -> nn.Parameter:
-        """Official name of the (fixed) decoder position embedding."""
-        return self.decoder.decoder_pos_embed
-
-    @property
-    def decoder_blocks(self) -> nn.Sequential:
-        """Official name of the decoder blocks."""
-        return self.decoder.decoder_blocks
-
-    @property
-    def decoder_norm(self) -> nn.Module:
-        """Official name of the decoder's final norm."""
-        return self.decoder.decoder_norm
-
-    @property
-    def decoder_pred(self) -> nn.Linear:
-        """Official name of the pixel prediction head."""
-        return self.decoder.decoder_pred
+    # The official names of the blocks (models_mae.py): the very modules and parameters.
+    patch_embed = Alias[nn.Module]("encoder.vit.patch_embed")
+    cls_token = Alias[nn.Parameter]("encoder.vit.cls_token")
+    pos_embed = Alias[nn.Parameter]("encoder.vit.pos_embed")  # fixed sin-cos
+    blocks = Alias[nn.Sequential]("encoder.vit.blocks")
+    norm = Alias[nn.Module]("encoder.vit.norm")
+    decoder_embed = Alias[nn.Linear]("decoder.decoder_embed")
+    mask_token = Alias[nn.Parameter]("decoder.mask_token")
+    decoder_pos_embed = Alias[nn.Parameter]("decoder.decoder_pos_embed")  # fixed sin-cos
+    decoder_blocks = Alias[nn.Sequential]("decoder.decoder_blocks")
+    decoder_norm = Alias[nn.Module]("decoder.decoder_norm")
+    decoder_pred = Alias[nn.Linear]("decoder.decoder_pred")
 
     # --- official interface ----------------------------------------------------------------------
     def initialize_weights(self) -> None:
@@ -338,26 +273,8 @@ class MAE(PretrainModule):
         """
         return masking.unpatchify(x, self.patch_size, channels=self.in_chans)
 
-    def random_masking(
-        self,
-        x: Tensor,
-        mask_ratio: float,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-sample random masking by shuffling (official semantics).
-
-        Args:
-            x: (B, L, D) patch tokens.
-            mask_ratio: Fraction of tokens removed, in [0, 1).
-            noise: Optional (B, L) noise; the tokens with the smallest noise are kept.
-            generator: Random generator used when ``noise`` is None.
-
-        Returns:
-            ``(x_masked, mask, ids_restore)``: (B, L_keep, D) kept tokens, (B, L) mask with 1
-            for removed tokens, (B, L) permutation restoring the original order.
-        """
-        return masking.random_masking(x, mask_ratio, noise=noise, generator=generator)
+    #: Per-sample random masking by shuffling (official semantics): the package's function.
+    random_masking = staticmethod(masking.random_masking)
 
     def forward_encoder(
         self,

@@ -106,53 +106,62 @@ def _hivit_arch(embed_dims: int, depths: tuple[int, ...], num_heads: int) -> Map
     return MappingProxyType({"embed_dims": embed_dims, "depths": depths, "num_heads": num_heads})
 
 
-_SMALL_SIMPLE = {"img_size": 28, "patch_size": 4, "in_chans": 1, "mlp_ratio": 4.0}
+# Encoder and decoder sizes by position, so that each preset below reads as one row.
+def _encoder(img_size: int, patch_size: int, in_chans: int, embed_dim: int, depth: int,
+             num_heads: int) -> dict[str, Any]:  # fmt: skip
+    return {"img_size": img_size, "patch_size": patch_size, "in_chans": in_chans,
+            "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}  # fmt: skip
+
+
+def _decoder(embed_dim: int, depth: int, num_heads: int) -> dict[str, Any]:
+    return {"decoder_embed_dim": embed_dim, "decoder_depth": depth, "decoder_num_heads": num_heads}
+
+
+def _simple_mae(backbone: str, embed_dim: int, depth: int, num_heads: int,
+                decoder: Mapping[str, int], head_dim: int) -> Mapping[str, Any]:  # fmt: skip
+    """A SimpleMAE preset for 28x28 grayscale images, patch 4."""
+    return MappingProxyType({
+        "img_size": 28, "patch_size": 4, "in_chans": 1, "mlp_ratio": 4.0, "backbone": backbone,
+        "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads, **decoder,
+        "decoder_head_dim": head_dim,
+    })  # fmt: skip
+
+
 # The encoder of mae_vit_micro_patch7 (the CPU default), shared by the variants that keep it.
-_MICRO7 = {"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 128, "depth": 4,
-           "num_heads": 4}  # fmt: skip
+_MICRO7 = _encoder(28, 7, 1, 128, 4, 4)
+_VIT_B16 = _encoder(224, 16, 3, 768, 12, 12)
+_MICRO_DECODER = _decoder(64, 2, 4)
+_TINY_DECODER = _decoder(128, 4, 4)
+_DEC512D8B = _decoder(512, 8, 16)  # the official decoder of every ImageNet-size preset
 
 _PRESETS: tuple[PretrainPreset, ...] = (
     PretrainPreset(
-        "mae_vit_micro_patch4", "mae",
-        _vit(img_size=28, patch_size=4, in_chans=1, embed_dim=64, depth=4, num_heads=4,
-             decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4),
+        "mae_vit_micro_patch4", "mae", _vit(**_encoder(28, 4, 1, 64, 4, 4), **_MICRO_DECODER),
         "tests and smoke runs: 28x28 grayscale, patch 4, width 64, 4 blocks (about 0.3 M)",
     ),
     PretrainPreset(
-        "mae_vit_micro_patch7", "mae",
-        _vit(img_size=28, patch_size=7, in_chans=1, embed_dim=128, depth=4, num_heads=4,
-             decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4),
+        "mae_vit_micro_patch7", "mae", _vit(**_MICRO7, **_MICRO_DECODER),
         "the CPU default for 28x28 grayscale (Fashion-MNIST): patch 7, width 128, 4 blocks",
     ),
     PretrainPreset(
-        "mae_vit_micro_patch7_dec1", "mae",
-        _vit(img_size=28, patch_size=7, in_chans=1, embed_dim=128, depth=4, num_heads=4,
-             decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=4),
+        "mae_vit_micro_patch7_dec1", "mae", _vit(**_MICRO7, **_decoder(64, 1, 4)),
         "the Fashion-MNIST CPU recipe of docs/benchmarks.md: micro patch 7 with a one-block "
         "decoder (same accuracy on the validation split, cheaper steps)",
     ),
     PretrainPreset(
-        "mae_vit_tiny_patch4", "mae",
-        _vit(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=12, num_heads=3,
-             decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4),
+        "mae_vit_tiny_patch4", "mae", _vit(**_encoder(28, 4, 1, 192, 12, 3), **_TINY_DECODER),
         "ViT-Tiny for small images (28x28 grayscale; img_size=32, in_chans=3 for CIFAR)",
     ),
     PretrainPreset(
-        "mae_vit_base_patch16", "mae",
-        _vit(img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
-             decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
+        "mae_vit_base_patch16", "mae", _vit(**_VIT_B16, **_DEC512D8B),
         "official mae_vit_base_patch16_dec512d8b (ImageNet-size images, GPU)",
     ),
     PretrainPreset(
-        "mae_vit_large_patch16", "mae",
-        _vit(img_size=224, patch_size=16, in_chans=3, embed_dim=1024, depth=24, num_heads=16,
-             decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
+        "mae_vit_large_patch16", "mae", _vit(**_encoder(224, 16, 3, 1024, 24, 16), **_DEC512D8B),
         "official mae_vit_large_patch16_dec512d8b (GPU)",
     ),
     PretrainPreset(
-        "mae_vit_huge_patch14", "mae",
-        _vit(img_size=224, patch_size=14, in_chans=3, embed_dim=1280, depth=32, num_heads=16,
-             decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
+        "mae_vit_huge_patch14", "mae", _vit(**_encoder(224, 14, 3, 1280, 32, 16), **_DEC512D8B),
         "official mae_vit_huge_patch14_dec512d8b (GPU)",
     ),
     PretrainPreset("mae_hivit_t", "mae_hivit", MappingProxyType({"arch": "t"}),
@@ -172,52 +181,40 @@ _PRESETS: tuple[PretrainPreset, ...] = (
         "a CPU-sized HiViT for 32x32 images (e.g. resized Fashion-MNIST)",
     ),
     PretrainPreset(
-        "simple_mae_vit_micro", "simple_mae",
-        MappingProxyType({**_SMALL_SIMPLE, "backbone": "timm", "embed_dim": 64, "depth": 4,
-                          "num_heads": 4, "decoder_embed_dim": 64, "decoder_depth": 2,
-                          "decoder_num_heads": 4, "decoder_head_dim": 16}),
+        "simple_mae_vit_micro", "simple_mae", _simple_mae("timm", 64, 4, 4, _MICRO_DECODER, 16),
         "SimpleMAE around a very small timm ViT, for tests and smoke runs",
     ),
     PretrainPreset(
-        "simple_mae_vit_tiny", "simple_mae",
-        MappingProxyType({**_SMALL_SIMPLE, "backbone": "timm", "embed_dim": 192, "depth": 12,
-                          "num_heads": 3, "decoder_embed_dim": 128, "decoder_depth": 4,
-                          "decoder_num_heads": 4, "decoder_head_dim": 32}),
+        "simple_mae_vit_tiny", "simple_mae", _simple_mae("timm", 192, 12, 3, _TINY_DECODER, 32),
         "SimpleMAE around a timm ViT-Tiny sized for Fashion-MNIST",
     ),
     PretrainPreset(
         "simple_mae_torchvision_vit_tiny", "simple_mae",
-        MappingProxyType({**_SMALL_SIMPLE, "backbone": "torchvision", "embed_dim": 192,
-                          "depth": 12, "num_heads": 3, "decoder_embed_dim": 128,
-                          "decoder_depth": 4, "decoder_num_heads": 4, "decoder_head_dim": 32}),
+        _simple_mae("torchvision", 192, 12, 3, _TINY_DECODER, 32),
         "SimpleMAE around a torchvision VisionTransformer of ViT-Tiny size",
     ),
     PretrainPreset(
         "mae_crossmae_micro_patch7", "mae_variant",
-        _vit(**_MICRO7, decoder="cross", decoder_embed_dim=64, decoder_depth=2,
-             decoder_num_heads=4, decode_ratio=0.25, encoder_layers=(2, -1)),
+        _vit(**_MICRO7, decoder="cross", **_MICRO_DECODER, decode_ratio=0.25,
+             encoder_layers=(2, -1)),
         "CrossMAE on the mae_vit_micro_patch7 encoder: 2 cross-attention blocks reading "
         "encoder block 2 and the encoder output, decoding 25% of the masked patches",
     ),
     PretrainPreset(
         "mae_crossmae_base_patch16", "mae_variant",
-        _vit(img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
-             decoder="cross", decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16,
-             decode_ratio=0.25),
+        _vit(**_VIT_B16, decoder="cross", **_DEC512D8B, decode_ratio=0.25),
         "CrossMAE ViT-B/16 with an 8 x 512 cross-attention decoder at 25% decoding (GPU)",
     ),
     PretrainPreset(
         "mae_pixio_micro_patch4", "mae_variant",
-        _vit(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=4, num_heads=4,
-             reg_tokens=3, masking="block", block_size=2, decoder_embed_dim=32,
-             decoder_depth=4, decoder_num_heads=4),
+        _vit(**_encoder(28, 4, 1, 128, 4, 4), reg_tokens=3, masking="block", block_size=2,
+             **_decoder(32, 4, 4)),
         "Pixio-style for 28x28: 2x2-block masking, class + 3 register tokens (pool 'prefix'), "
         "a deeper, narrower decoder (4 x 32)",
     ),
     PretrainPreset(
         "mae_hog_micro_patch7", "mae_variant",
-        _vit(**_MICRO7, target="hog", hog_bins=9, decoder_embed_dim=64, decoder_depth=2,
-             decoder_num_heads=4),
+        _vit(**_MICRO7, target="hog", hog_bins=9, **_MICRO_DECODER),
         "MaskFeat-style: predicts 9-bin HOG histograms per patch on the mae_vit_micro_patch7 "
         "encoder",
     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, cast
 
 import torch
@@ -11,7 +12,7 @@ from ssl_mae._validation import check_positive_int
 from ssl_mae.core import MAEOutput, MaskedAutoencoder
 from ssl_mae.loss import MAELoss
 from ssl_mae.masking import get_at_index
-from ssl_mae.models.layout import install_layout, prefix_layout
+from ssl_mae.models.layout import CoreFacade, install_layout, prefix_layout
 from ssl_mae.modules import MAEDecoder, MaskedEncoderBase, wrap_vit
 
 __all__ = ["SimpleMAE", "SimpleMAEOutput", "fresh_vit"]
@@ -35,7 +36,7 @@ class SimpleMAEOutput(NamedTuple):
     idx_mask: Tensor
 
 
-class SimpleMAE(nn.Module):
+class SimpleMAE(CoreFacade, nn.Module):
     """Masked autoencoder around an existing ViT encoder (the lucidrains ``MAE`` wrapper).
 
     The encoder keeps its weights (they are shared, not copied: a training step updates the
@@ -55,8 +56,6 @@ class SimpleMAE(nn.Module):
         decoder_dim_head: Width of one decoder attention head.
         norm_pix: Normalise every target patch by its own mean and variance.
     """
-
-    core: MaskedAutoencoder
 
     def __init__(
         self,
@@ -115,24 +114,9 @@ class SimpleMAE(nn.Module):
         )
 
     @property
-    def masked_autoencoder(self) -> MaskedAutoencoder:
-        """The core that runs every step."""
-        return self.core
-
-    @property
     def encoder(self) -> MaskedEncoderBase:
         """The wrapped encoder (its ``vit`` is the model passed in)."""
         return cast(MaskedEncoderBase, self.core.encoder)
-
-    @property
-    def decoder(self) -> MAEDecoder:
-        """The decoder."""
-        return cast(MAEDecoder, self.core.decoder)
-
-    @property
-    def criterion(self) -> MAELoss:
-        """The reconstruction loss."""
-        return cast(MAELoss, self.core.loss)
 
     @property
     def masking_ratio(self) -> float:
@@ -177,8 +161,10 @@ def fresh_vit(
     depth: int,
     num_heads: int,
     mlp_ratio: float = 4.0,
+    norm_layer: Callable[..., nn.Module] | None = None,
 ) -> MaskedEncoderBase:
-    """A new, MAE-initialised ViT to pre-train with :class:`SimpleMAE` (the presets' encoder).
+    """A new, MAE-initialised ViT to pre-train with :class:`SimpleMAE` (the presets' encoder,
+    and :class:`~ssl_mae.models.MAE`'s).
 
     Args:
         backbone: ``"timm"`` (``timm.models.VisionTransformer``) or ``"torchvision"``
@@ -191,6 +177,8 @@ def fresh_vit(
         depth: Blocks.
         num_heads: Attention heads.
         mlp_ratio: MLP hidden size ratio.
+        norm_layer: Normalisation layer factory; None keeps the library's default
+            (``LayerNorm(eps=1e-6)`` in both).
 
     Returns:
         The ViT wrapped as a masked encoder with the MAE initialisation and a fixed sin-cos
@@ -216,7 +204,8 @@ def fresh_vit(
             num_heads=num_heads,
             mlp_ratio=mlp_ratio,
             qkv_bias=True,
-            weight_init="skip",
+            norm_layer=norm_layer,
+            weight_init="skip",  # the wrapper applies the MAE initialisation
         )
     else:
         from torchvision.models import VisionTransformer as TorchvisionViT
@@ -228,11 +217,13 @@ def fresh_vit(
             num_heads=num_heads,
             hidden_dim=embed_dim,
             mlp_dim=int(embed_dim * mlp_ratio),
+            **({} if norm_layer is None else {"norm_layer": norm_layer}),
         )
         if in_chans != 3:
             vit.conv_proj = nn.Conv2d(
                 in_chans, embed_dim, kernel_size=patch_size, stride=patch_size
             )
+    # MAE drops the masked tokens: a mask token in the encoder would get no gradient.
     return wrap_vit(
         vit, weight_initialization="", pos_embed_initialization="sincos", use_mask_token=False
     )

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_mae._validation import check_index, check_positive_int, to_2tuple
-from ssl_mae.modules.decoder import _LAYER_NORM_EPS6, MaskedDecoderBase
+from ssl_mae.modules.decoder import _LAYER_NORM_EPS6, MaskedDecoderBase, rows_at
 
 __all__ = ["CrossAttention", "CrossAttentionBlock", "CrossMAEDecoder"]
 
@@ -290,22 +290,10 @@ class CrossMAEDecoder(MaskedDecoderBase):
         Returns:
             (B, K_dec, T) predictions in ``idx_decode`` order.
         """
-        self._check_encoded(x_encoded, "x_encoded", "(B, P + K_keep, D_enc)")
-        batch_size = x_encoded.shape[0]
-        table = self.pos_embed_for_grid(grid_size)
-        length = table.shape[1]
-        check_index(idx_keep, "idx_keep", length, batch_size)
-        check_index(idx_decode, "idx_decode", length, batch_size)
-        if idx_keep.shape[1] != x_encoded.shape[1]:
-            raise ValueError(
-                f"idx_keep must index the {x_encoded.shape[1]} tokens of x_encoded, "
-                f"got {idx_keep.shape[1]} indices"
-            )
-        dim = table.shape[-1]
-        positions = table.to(x_encoded.dtype).expand(batch_size, -1, -1)
-        keep_pos = torch.gather(positions, 1, idx_keep.unsqueeze(-1).expand(-1, -1, dim))
+        table = self._table_at(x_encoded, idx_keep, idx_decode, grid_size)
+        keep_pos = rows_at(table, idx_keep, x_encoded.dtype)
         memories = self._memories(x_encoded, hidden_states, keep_pos)
-        decode_pos = torch.gather(positions, 1, idx_decode.unsqueeze(-1).expand(-1, -1, dim))
+        decode_pos = rows_at(table, idx_decode, x_encoded.dtype)
         x = self.mask_token.to(decode_pos.dtype) + decode_pos
         for block, memory in zip(self.decoder_blocks, memories, strict=True):
             x = block(x, memory)
@@ -351,13 +339,4 @@ class CrossMAEDecoder(MaskedDecoderBase):
             x_visible, idx_keep, every.expand(batch_size, -1), grid_size, hidden_states
         )
 
-    def forward(
-        self,
-        x_encoded: Tensor,
-        idx_keep: Tensor,
-        idx_decode: Tensor,
-        grid_size: tuple[int, int] | None = None,
-        hidden_states: Sequence[Tensor] | None = None,
-    ) -> Tensor:
-        """Same as :meth:`predict_at`."""
-        return self.predict_at(x_encoded, idx_keep, idx_decode, grid_size, hidden_states)
+    forward = predict_at  # calling the module is predict_at

@@ -25,6 +25,7 @@ from ssl_mae._validation import (
     check_positive_float,
     check_positive_int,
     check_tensor,
+    patch_grid,
     to_2tuple,
 )
 from ssl_mae.modules.init import init_mae_weights, init_tokens
@@ -48,6 +49,12 @@ def _timm_block_classes() -> tuple[type[nn.Module], type[nn.Module]]:
 
 
 _POS_EMBED_RESIZES = ("grid", "sequence")
+
+
+def rows_at(table: Tensor, index: Tensor, dtype: torch.dtype) -> Tensor:
+    """The rows (B, K, D) of a (1, N, D) position table at ``index`` (B, K), in ``dtype``."""
+    positions = table.to(dtype).expand(index.shape[0], -1, -1)
+    return torch.gather(positions, 1, index.unsqueeze(-1).expand(-1, -1, table.shape[-1]))
 
 
 class MaskedDecoderBase(nn.Module):
@@ -103,19 +110,7 @@ class MaskedDecoderBase(nn.Module):
                     f"mask_token must have shape (1, 1, decoder_embed_dim) = "
                     f"(1, 1, {decoder_embed_dim}), got {tuple(mask_token.shape)}"
                 )
-        if grid_size is None:
-            side = round(num_patches**0.5)
-            if side * side != num_patches:
-                raise ValueError(
-                    f"num_patches={num_patches} is not a square grid; pass grid_size=(h, w)"
-                )
-            self.grid_size: tuple[int, int] = (side, side)
-        else:
-            self.grid_size = to_2tuple(grid_size, "grid_size")
-            if self.grid_size[0] * self.grid_size[1] != num_patches:
-                raise ValueError(
-                    f"grid_size {self.grid_size} does not hold num_patches={num_patches} patches"
-                )
+        self.grid_size = patch_grid(num_patches, grid_size, "grid_size", "num_patches")
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)
         self.mask_token = (
             mask_token
@@ -171,6 +166,34 @@ class MaskedDecoderBase(nn.Module):
         checked = check_tensor(tokens, name, ndim=3, shape_doc=shape_doc, floating=True)
         self._check_width(checked, name, self.decoder_embed.in_features, "the encoder's embed_dim")
         return checked
+
+    def _check_kept(
+        self, x_encoded: Tensor, idx_keep: Tensor, idx_other: Tensor, other_name: str, length: int
+    ) -> None:
+        """Checks ``idx_keep`` and another index over a sequence of ``length`` tokens;
+        ``idx_keep`` must index the tokens of ``x_encoded``."""
+        batch_size = x_encoded.shape[0]
+        check_index(idx_keep, "idx_keep", length, batch_size)
+        check_index(idx_other, other_name, length, batch_size)
+        if idx_keep.shape[1] != x_encoded.shape[1]:
+            raise ValueError(
+                f"idx_keep must index the {x_encoded.shape[1]} tokens of x_encoded, "
+                f"got {idx_keep.shape[1]} indices"
+            )
+
+    def _table_at(
+        self,
+        x_encoded: Tensor,
+        idx_keep: Tensor,
+        idx_decode: Tensor,
+        grid_size: tuple[int, int] | None,
+    ) -> Tensor:
+        """Checks the arguments of ``predict_at``; returns the position table of the grid
+        (1, P + L, D_dec)."""
+        self._check_encoded(x_encoded, "x_encoded", "(B, P + K_keep, D_enc)")
+        table = self.pos_embed_for_grid(grid_size)
+        self._check_kept(x_encoded, idx_keep, idx_decode, "idx_decode", table.shape[1])
+        return table
 
     def embed(self, input: Tensor) -> Tensor:
         """Projects encoder tokens (B, K, D_enc) to the decoder width (B, K, D_dec)."""
@@ -401,14 +424,8 @@ class MAEDecoder(MaskedDecoderBase):
             compare with ``get_at_index(patchify(images), idx_mask - num_prefix_tokens)``.
         """
         self._check_encoded(x_encoded, "x_encoded", "(B, K_keep, D_enc)")
-        batch_size, length = x_encoded.shape[0], self.sequence_length
-        check_index(idx_keep, "idx_keep", length, batch_size)
-        check_index(idx_mask, "idx_mask", length, batch_size)
-        if idx_keep.shape[1] != x_encoded.shape[1]:
-            raise ValueError(
-                f"idx_keep must index the {x_encoded.shape[1]} tokens of x_encoded, "
-                f"got {idx_keep.shape[1]} indices"
-            )
+        length = self.sequence_length
+        self._check_kept(x_encoded, idx_keep, idx_mask, "idx_mask", length)
         if idx_keep.shape[1] + idx_mask.shape[1] != length:
             raise ValueError(
                 f"idx_keep and idx_mask must together cover the {length} tokens of the sequence, "
@@ -485,23 +502,9 @@ class MAEDecoder(MaskedDecoderBase):
         Returns:
             (B, K_dec, p * p * C) predictions in ``idx_decode`` order.
         """
-        self._check_encoded(x_encoded, "x_encoded", "(B, P + K_keep, D_enc)")
-        batch_size = x_encoded.shape[0]
-        table = self.pos_embed_for_grid(grid_size)
-        length = table.shape[1]
-        check_index(idx_keep, "idx_keep", length, batch_size)
-        check_index(idx_decode, "idx_decode", length, batch_size)
-        if idx_keep.shape[1] != x_encoded.shape[1]:
-            raise ValueError(
-                f"idx_keep must index the {x_encoded.shape[1]} tokens of x_encoded, "
-                f"got {idx_keep.shape[1]} indices"
-            )
+        table = self._table_at(x_encoded, idx_keep, idx_decode, grid_size)
         x = self.embed(x_encoded)
-        dim = x.shape[-1]
-        positions = table.to(x.dtype).expand(batch_size, -1, -1)
-        visible = x + torch.gather(positions, 1, idx_keep.unsqueeze(-1).expand(-1, -1, dim))
-        queries = self.mask_token.to(x.dtype) + torch.gather(
-            positions, 1, idx_decode.unsqueeze(-1).expand(-1, -1, dim)
-        )
+        visible = x + rows_at(table, idx_keep, x.dtype)
+        queries = self.mask_token.to(x.dtype) + rows_at(table, idx_decode, x.dtype)
         tokens = self.decoder_norm(self.decoder_blocks(torch.cat([visible, queries], dim=1)))
         return self.predict(tokens[:, visible.shape[1] :])

@@ -7,22 +7,35 @@ linear layer over the flattened patch (xavier-uniform on the conv kernel viewed 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 from torch import Tensor, nn
 
-__all__ = ["init_mae_weights", "init_patch_projection", "init_tokens"]
+__all__ = ["init_affine", "init_mae_weights", "init_patch_projection", "init_tokens"]
+
+
+def init_affine(
+    module: nn.Module,
+    init_weight: Callable[[Tensor], object],
+    layers: tuple[type[nn.Module], ...] = (nn.Linear,),
+) -> None:
+    """Initialises one module: ``init_weight`` on the weight of ``layers`` with zero bias, unit
+    LayerNorm; other modules are left alone."""
+    if isinstance(module, layers):
+        init_weight(cast(Tensor, module.weight))
+        if module.bias is not None:
+            nn.init.zeros_(cast(Tensor, module.bias))
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+        nn.init.ones_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def init_mae_weights(module: nn.Module) -> None:
     """MAE initialisation of one module (for ``model.apply``): xavier-uniform Linear with zero
     bias, unit LayerNorm; other modules are left alone."""
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
-        nn.init.ones_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
+    init_affine(module, nn.init.xavier_uniform_)
 
 
 def init_patch_projection(weight: Tensor) -> None:

@@ -12,14 +12,14 @@ from ssl_mae._validation import check_bool, check_positive_float
 from ssl_mae.core import MAEOutput, MaskedAutoencoder
 from ssl_mae.loss import MAELoss
 from ssl_mae.models.hivit.backbone import MAEHiViT
-from ssl_mae.models.layout import install_layout, prefix_layout
+from ssl_mae.models.layout import CoreFacade, install_layout, prefix_layout
 from ssl_mae.models.presets import HIVIT_MAE_PRESETS
 from ssl_mae.modules.decoder import MAEDecoder
 
 __all__ = ["HiViTMAEForPreTraining"]
 
 
-class HiViTMAEForPreTraining(nn.Module):
+class HiViTMAEForPreTraining(CoreFacade, nn.Module):
     """MAE pre-training with a HiViT encoder: ``MAEHiViT`` + ``MAEDecoder`` + ``MAELoss``.
 
     The encoder has no class token, so the decoder is built with ``num_prefix_tokens=0`` and
@@ -44,8 +44,6 @@ class HiViTMAEForPreTraining(nn.Module):
         rpe: Relative position bias in the encoder.
         layer_scale_init_value: Encoder layer scale; 0 disables it.
     """
-
-    core: MaskedAutoencoder
 
     def __init__(
         self,
@@ -108,24 +106,9 @@ class HiViTMAEForPreTraining(nn.Module):
         return cls(**{**HIVIT_MAE_PRESETS[name], **overrides})
 
     @property
-    def masked_autoencoder(self) -> MaskedAutoencoder:
-        """The core that runs every step."""
-        return self.core
-
-    @property
     def backbone(self) -> MAEHiViT:
         """The HiViT encoder (mmpretrain's ``backbone``)."""
         return cast(MAEHiViT, self.core.encoder)
-
-    @property
-    def decoder(self) -> MAEDecoder:
-        """The decoder."""
-        return cast(MAEDecoder, self.core.decoder)
-
-    @property
-    def criterion(self) -> MAELoss:
-        """The reconstruction loss."""
-        return cast(MAELoss, self.core.loss)
 
     @property
     def patch_size(self) -> int:
