@@ -112,9 +112,7 @@ def frozen_features(
         ``(features (N, D), labels (N,), skipped files)``.
     """
     batches = EvalBatches(dataset, batch_size, normalize, img_size, num_workers)
-    features, labels = extract_features(
-        encoder, batches, pool=pool, device=device, layers=layers
-    )
+    features, labels = extract_features(encoder, batches, pool=pool, device=device, layers=layers)
     return features, labels, batches.skipped_files
 
 
