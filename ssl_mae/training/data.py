@@ -251,7 +251,7 @@ class ResidentDataLoader(_Position, GPUResidentLoader):
         device: Where the images are kept and batches produced.
         shuffle: Random order per epoch.
         seed: Run seed (order and batch seeds).
-        drop_last: Drop the last incomplete batch.
+        drop_last: Drop the last incomplete batch (static shapes for ``torch.compile``).
         num_replicas: Number of processes (DDP); each keeps all images, takes its share.
         rank: This process's rank.
     """
@@ -265,7 +265,7 @@ class ResidentDataLoader(_Position, GPUResidentLoader):
         device: torch.device | str,
         shuffle: bool = True,
         seed: int = 0,
-        drop_last: bool = False,
+        drop_last: bool = True,
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
