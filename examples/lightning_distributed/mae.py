@@ -50,7 +50,12 @@ parser.add_argument("--accelerator", default="auto", help="cpu (gloo), gpu (NCCL
 parser.add_argument("--devices", type=int, default=2, help="processes (GPUs) per machine")
 parser.add_argument("--num-nodes", type=int, default=1, help="machines")
 # The fast path; "auto": all on for CUDA, off on CPU (see ssl_mae.training.fast).
-parser.add_argument("--precision", choices=("bf16-mixed", "32-true"), help="default: auto")
+parser.add_argument(
+    "--precision",
+    choices=("auto", "bf16-mixed", "32-true"),
+    default="auto",
+    help="auto: bf16 on CUDA",
+)
 for switch in ("compile", "fused-adamw", "gpu-data"):
     parser.add_argument(f"--{switch}", choices=SWITCHES, default="auto", help="auto: on CUDA")
 parser.add_argument("--output-dir", type=Path, default="output/lightning_ddp_mae", help="a new dir")

@@ -49,7 +49,12 @@ parser.add_argument(
     "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="a torch device"
 )
 # The fast path; "auto": all on for CUDA, off on CPU (see ssl_mae.training.fast).
-parser.add_argument("--precision", choices=("bf16-mixed", "32-true"), help="default: auto")
+parser.add_argument(
+    "--precision",
+    choices=("auto", "bf16-mixed", "32-true"),
+    default="auto",
+    help="auto: bf16 on CUDA",
+)
 for switch in ("compile", "fused-adamw", "gpu-data"):
     parser.add_argument(f"--{switch}", choices=SWITCHES, default="auto", help="auto: on CUDA")
 parser.add_argument("--output-dir", type=Path, default="output/pytorch_mae", help="a new dir")

@@ -121,7 +121,7 @@ def resolve_fast_defaults(
             unknown.
         bf16_supported: Whether the GPU computes in bf16 (Ampere and newer).
         compile_supported: Whether ``torch.compile`` can run in this interpreter.
-        precision: A Lightning precision, or None for the device's default.
+        precision: A Lightning precision, or None/``"auto"`` for the device's default.
         compile: ``"auto"``/None, ``"on"``/True or ``"off"``/False; likewise ``fused_adamw`` and
             ``gpu_data``.
         fused_adamw: See ``compile``.
@@ -162,7 +162,7 @@ def resolve_fast_defaults(
     cuda = device_type == "cuda"
     reasons: dict[str, str] = {}
 
-    if precision is None:
+    if precision is None or precision == "auto":
         precision = "bf16-mixed" if cuda and bf16_supported else "32-true"
         reasons["precision"] = (
             "bf16 autocast on a bf16-capable GPU"
