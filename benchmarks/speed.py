@@ -10,6 +10,10 @@ Rows:
     ssl_mae           ``ssl_mae.MAE`` with the default fast path (``make_adamw``: fused on CUDA;
                       bf16 autocast on CUDA like every row; no host syncs in the step)
     ssl_mae+compile   the same plus ``compile_model`` (default on CUDA, ``--compile on`` on CPU)
+    ssl_mae+fast      (``--impls`` only) what ``ssl-mae pretrain`` runs on CUDA by default: bf16
+                      autocast, fused AdamW and ``torch.compile`` (compiled unless --compile off),
+                      whatever the run's --precision
+    ssl_mae-fp32      (``--impls`` only) eager float32 with for-each AdamW: the CPU defaults
     ssl_mae+partial   ``ssl_mae`` decoding a quarter of the masked tokens (``decode_ratio=0.25``
                       of the core: the decoder sees the visible tokens and those queries only)
     lightly           Lightly's own MAE wiring (MaskedVisionTransformerTIMM,
@@ -96,6 +100,8 @@ IMPLEMENTATIONS = (
 #: Share of the masked tokens the decoder predicts in the ``ssl_mae+partial`` row (CrossMAE's
 #: partial reconstruction, through ``MaskedAutoencoder(decode_ratio=...)``).
 PARTIAL_DECODE_RATIO = 0.25
+#: Rows with their own precision and optimiser, timed only when named in ``--impls``.
+EXTRA_ROWS = ("ssl_mae+fast", "ssl_mae-fp32")
 REFERENCE = "lightly"
 # --ablation: ssl_mae alone, one optimisation added per row (ratios to the first row).
 ABLATION = ("eager-fp32", "+bf16", "+bf16+fused", "+bf16+fused+compile")
@@ -273,10 +279,21 @@ def build_vit_pytorch(config: dict[str, Any], device: torch.device) -> tuple[Any
 
 
 def build(
-    name: str, config: dict[str, Any], device: torch.device, dtype: torch.dtype | None
+    name: str,
+    config: dict[str, Any],
+    device: torch.device,
+    dtype: torch.dtype | None,
+    compiled: bool = True,
 ) -> Implementation:
+    """One implementation; ``compiled`` allows compilation in the rows that name it."""
     torch.manual_seed(0)
-    if name == "ssl_mae":
+    if name == "ssl_mae+fast":
+        dtype = torch.bfloat16
+        parts = build_ssl_mae(config, device, compiled=compiled, fused=True)
+    elif name == "ssl_mae-fp32":
+        dtype = None
+        parts = build_ssl_mae(config, device, compiled=False, fused=False)
+    elif name == "ssl_mae":
         parts = build_ssl_mae(config, device, compiled=False)
     elif name == "ssl_mae+compile":
         parts = build_ssl_mae(config, device, compiled=True)
@@ -293,7 +310,8 @@ def build(
         dtype = torch.bfloat16 if "bf16" in name else None
         parts = build_ssl_mae(config, device, compiled="compile" in name, fused="fused" in name)
     else:
-        raise ValueError(f"implementation must be one of {list(IMPLEMENTATIONS)}, got {name!r}")
+        known = [*IMPLEMENTATIONS, *EXTRA_ROWS, *ABLATION]
+        raise ValueError(f"implementation must be one of {known}, got {name!r}")
     model, loss_fn, optimizer, note = parts
     model.train()
     return Implementation(name, model, loss_fn, optimizer, device, dtype, note)
@@ -380,6 +398,7 @@ def run_config(
     steps: int,
     warmup: int,
     log: Callable[[str], None],
+    compiled: bool = True,
 ) -> list[dict[str, Any]]:
     """Builds every implementation for one configuration and times them interleaved."""
     config = CONFIGS[config_name]
@@ -387,7 +406,7 @@ def run_config(
     images = torch.randn(
         batch_size, config["in_chans"], config["img_size"], config["img_size"], device=device
     )
-    impls = [build(name, config, device, dtype) for name in implementations]
+    impls = [build(name, config, device, dtype, compiled) for name in implementations]
     for impl in impls:
         start = time.perf_counter()
         # First calls: allocator growth, kernel selection, compilation. The full batch is used
@@ -428,6 +447,7 @@ def run_config(
             "implementation": impl.name,
             "note": impl.note,
             "batch_size": batch_size,
+            "precision": str(impl.autocast_dtype) if impl.autocast_dtype else "float32",
             "params_total": impl.params_total,
             "params_trained": impl.params_trained,
             "img_per_s": throughput,
@@ -524,8 +544,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--impls",
         default=None,
-        help=f"comma-separated subset of {list(IMPLEMENTATIONS)} (default: all installed; "
-        "ssl_mae+compile only when compiling)",
+        help=f"comma-separated subset of {list(IMPLEMENTATIONS + EXTRA_ROWS)} (default: all "
+        f"installed but {list(EXTRA_ROWS)}; ssl_mae+compile only when compiling)",
     )
     parser.add_argument("--batch-size", type=int, default=None, help="override per config")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats")
@@ -584,9 +604,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         impls = [i for i in ABLATION if compiled or "compile" not in i]
     elif args.impls:
         impls = args.impls.split(",")
-        bad = [i for i in impls if i not in IMPLEMENTATIONS]
+        bad = [i for i in impls if i not in IMPLEMENTATIONS + EXTRA_ROWS]
         if bad:
-            raise SystemExit(f"--impls: unknown {bad}; choose from {list(IMPLEMENTATIONS)}")
+            known = list(IMPLEMENTATIONS + EXTRA_ROWS)
+            raise SystemExit(f"--impls: unknown {bad}; choose from {known}")
     else:
         impls = [i for i in IMPLEMENTATIONS if compiled or i != "ssl_mae+compile"]
     missing = [i for i in impls if not _available(i)]
@@ -608,8 +629,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*deprecated.*")
             rows += run_config(
-                config_name, impls, device, dtype, batch, args.repeats, steps, args.warmup, log
-            )
+                config_name, impls, device, dtype, batch, args.repeats, steps, args.warmup, log,
+                compiled,
+            )  # fmt: skip
     info["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result = {
         "machine": info,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import Subset
 from torchvision.transforms import v2
 
@@ -20,6 +21,7 @@ from ssl_mae.models.presets import PRETRAIN_PRESETS
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training.callbacks import NonFiniteLossGuard, SkippedFilesReport
 from ssl_mae.training.data import PretrainDataModule
+from ssl_mae.training.fast import SWITCHES, device_facts, resolve_fast_defaults
 from ssl_mae.training.module import PretrainModule
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, IMAGENET_NORMALIZE
 
@@ -45,6 +47,15 @@ parser.add_argument("--base-lr", type=float, default=1.5e-4, help="lr = base lr 
 parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
 parser.add_argument("--seed", type=int, default=0, help="weights, data order, crops and masks")
 parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto")
+# The fast path; "auto": all on for CUDA, off on CPU (see ssl_mae.training.fast).
+parser.add_argument(
+    "--precision",
+    choices=("auto", "bf16-mixed", "32-true"),
+    default="auto",
+    help="auto: bf16 on CUDA",
+)
+for switch in ("compile", "fused-adamw", "gpu-data"):
+    parser.add_argument(f"--{switch}", choices=SWITCHES, default="auto", help="auto: on CUDA")
 parser.add_argument("--output-dir", type=Path, default="output/lightning_mae", help="a new dir")
 
 
@@ -75,29 +86,43 @@ def main(args: argparse.Namespace, callbacks: tuple[pl.Callback, ...] = ()) -> P
     in_chans = dataset_channels(args.dataset)
     keys = {*PRETRAIN_PRESETS[PRESET].config, "mask_ratio", "norm_pix_loss"}  # its vocabulary
     overrides = {k: v for k, v in vars(args).items() if k in keys} | {"in_chans": in_chans}
-    # AdamW, weight decay 0.05 except on norms, biases and tokens, lr = base_lr * batch / 256,
-    # 10% warmup then cosine. Checkpoints name the preset and the overrides.
-    model = PretrainModule(build_mae(args, in_chans), PRESET, overrides, base_lr=args.base_lr)
-
     # uint8 images; unreadable files in a folder are replaced by the next image and counted.
     to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize((args.img_size, args.img_size))])
     folder: dict[str, Any] = {"on_error": "replace"} if args.dataset == "folder" else {}
     images = build_dataset(args.dataset, root=args.data_path, transform=to_tensor, **folder)
     dataset = Subset(images, range(len(images))[: args.limit_images or None])  # type: ignore[arg-type]
+    cuda = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    device_type, size = "cuda" if cuda else "cpu", len(dataset) * in_chans * args.img_size**2
+    fast = resolve_fast_defaults(
+        device_type, size, device_facts(device_type)["free_memory"], precision=args.precision,
+        compile=args.compile, fused_adamw=args.fused_adamw, gpu_data=args.gpu_data,
+    )  # fmt: skip
+    # AdamW, weight decay 0.05 except on norms, biases and tokens, lr = base_lr * batch / 256,
+    # 10% warmup then cosine. Checkpoints name the preset and the overrides.
+    model = PretrainModule(
+        build_mae(args, in_chans), PRESET, overrides, base_lr=args.base_lr,
+        compile=fast.compile, fused_adamw=fast.fused_adamw,
+    )  # fmt: skip
     # Each epoch is a permutation seeded by (seed, epoch). Batches are cropped and flipped on the
     # device, and masked, with generators seeded by (seed, epoch, batch index).
     normalize = FASHION_MNIST_NORMALIZE if in_chans == 1 else IMAGENET_NORMALIZE  # as the CLI
-    size = (args.img_size, args.img_size)
     data = PretrainDataModule(  # no validation set; crops of 20 to 100% of the image
-        dataset, None, args.batch_size, size, normalize, 0.2, args.seed, args.num_workers
-    )
+        dataset, None, args.batch_size, (args.img_size,) * 2, normalize, 0.2, args.seed,
+        args.num_workers, gpu_data=fast.gpu_data,  # resident: the same batches, on the device
+    )  # fmt: skip
 
     trainer = pl.Trainer(
         accelerator=args.accelerator,
         devices=1,
+        precision=fast.precision,  # type: ignore[arg-type]
         max_epochs=args.epochs,
         default_root_dir=args.output_dir,
-        callbacks=[NonFiniteLossGuard(), SkippedFilesReport([images]), *callbacks],
+        # NaN check: every step on CPU; on CUDA every 50 steps and before every checkpoint.
+        callbacks=[
+            NonFiniteLossGuard(fast.check_loss_every_n_steps),
+            SkippedFilesReport([images]),
+            *callbacks,
+        ],
     )
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(checkpoint)

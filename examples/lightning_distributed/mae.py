@@ -20,7 +20,8 @@ from ssl_mae.loss import MAELoss
 from ssl_mae.models.presets import PRETRAIN_PRESETS
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training.callbacks import NonFiniteLossGuard, SkippedFilesReport
-from ssl_mae.training.data import batch_seed
+from ssl_mae.training.data import ResidentDataLoader, batch_seed, decode_images
+from ssl_mae.training.fast import SWITCHES, device_facts, resolve_fast_defaults
 from ssl_mae.training.module import PretrainModule
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, IMAGENET_NORMALIZE, BatchedMAEAugment
 
@@ -48,6 +49,15 @@ parser.add_argument("--seed", type=int, default=0, help="weights, data order, cr
 parser.add_argument("--accelerator", default="auto", help="cpu (gloo), gpu (NCCL) or auto")
 parser.add_argument("--devices", type=int, default=2, help="processes (GPUs) per machine")
 parser.add_argument("--num-nodes", type=int, default=1, help="machines")
+# The fast path; "auto": all on for CUDA, off on CPU (see ssl_mae.training.fast).
+parser.add_argument(
+    "--precision",
+    choices=("auto", "bf16-mixed", "32-true"),
+    default="auto",
+    help="auto: bf16 on CUDA",
+)
+for switch in ("compile", "fused-adamw", "gpu-data"):
+    parser.add_argument(f"--{switch}", choices=SWITCHES, default="auto", help="auto: on CUDA")
 parser.add_argument("--output-dir", type=Path, default="output/lightning_ddp_mae", help="a new dir")
 
 
@@ -87,7 +97,9 @@ class DDPPretrainModule(PretrainModule):
         views = self.augment.apply_params(batch[0], type(crops)(*(p[mine] for p in crops)))
         noise = torch.rand(size, self.num_patches, generator=generator, device=self.device)
         out = self.mae_step(views, noise=noise[mine])  # mask -> encode visible -> decode -> loss
-        self.log("train_loss", out.loss, prog_bar=True, sync_dist=True)  # the mean over ranks
+        # The mean over ranks; in the progress bar on CPU only (it is read to the host per step).
+        bar = not self.sync_free_logging(views.device)
+        self.log("train_loss", out.loss, prog_bar=bar, sync_dist=True)
         return out.loss
 
 
@@ -99,28 +111,47 @@ def main(args: argparse.Namespace, callbacks: tuple[pl.Callback, ...] = ()) -> P
     in_chans = dataset_channels(args.dataset)
     keys = {*PRETRAIN_PRESETS[PRESET].config, "mask_ratio", "norm_pix_loss"}  # its vocabulary
     overrides = {k: v for k, v in vars(args).items() if k in keys} | {"in_chans": in_chans}
-    model = DDPPretrainModule(build_mae(args, in_chans), PRESET, overrides, base_lr=args.base_lr)
-    normalize = FASHION_MNIST_NORMALIZE if in_chans == 1 else IMAGENET_NORMALIZE  # as the CLI
-    model.augment = BatchedMAEAugment(args.img_size, min_scale=0.2, normalize=normalize)
-    model.seed, model.num_patches = args.seed, (args.img_size // args.patch_size) ** 2
-
     # uint8 images; unreadable files in a folder are replaced (no rank gets an empty batch).
     to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize((args.img_size, args.img_size))])
     folder: dict[str, Any] = {"on_error": "replace"} if args.dataset == "folder" else {}
     images = build_dataset(args.dataset, root=args.data_path, transform=to_tensor, **folder)
     dataset = Subset(images, range(len(images))[: args.limit_images or None])  # type: ignore[arg-type]
-    # Lightning swaps in a DistributedSampler(seed=--seed): each process, a share of every epoch.
-    loader = DataLoader(dataset, args.batch_size, shuffle=True, num_workers=args.num_workers)
-
+    cuda = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    device_type, size = "cuda" if cuda else "cpu", len(dataset) * in_chans * args.img_size**2
+    fast = resolve_fast_defaults(
+        device_type, size, device_facts(device_type)["free_memory"],
+        precision=args.precision, compile=args.compile, fused_adamw=args.fused_adamw,
+        gpu_data=args.gpu_data,
+    )  # fmt: skip
+    model = DDPPretrainModule(
+        build_mae(args, in_chans), PRESET, overrides, base_lr=args.base_lr,
+        compile=fast.compile, fused_adamw=fast.fused_adamw,
+    )  # fmt: skip
+    normalize = FASHION_MNIST_NORMALIZE if in_chans == 1 else IMAGENET_NORMALIZE  # as the CLI
+    model.augment = BatchedMAEAugment(args.img_size, min_scale=0.2, normalize=normalize)
+    model.seed, model.num_patches = args.seed, (args.img_size // args.patch_size) ** 2
     trainer = pl.Trainer(
         accelerator=args.accelerator,
         devices=args.devices,
         num_nodes=args.num_nodes,
         strategy="ddp",  # or "ddp_spawn" in notebooks, "fsdp" to shard large models
+        precision=fast.precision,  # type: ignore[arg-type]
         max_epochs=args.epochs,
         default_root_dir=args.output_dir,
-        callbacks=[NonFiniteLossGuard(), SkippedFilesReport([images]), *callbacks],
+        callbacks=[
+            NonFiniteLossGuard(fast.check_loss_every_n_steps),  # every step on CPU
+            SkippedFilesReport([images]),
+            *callbacks,
+        ],
     )
+    # Lightning swaps in a DistributedSampler(seed=--seed): each process, a share of every epoch.
+    loader: Any = DataLoader(dataset, args.batch_size, shuffle=True, num_workers=args.num_workers)
+    if fast.gpu_data:  # the same shares and order, from images decoded once onto each GPU
+        loader = ResidentDataLoader(
+            *decode_images(dataset, args.num_workers), args.batch_size, seed=args.seed,
+            device=trainer.strategy.root_device, drop_last=False,
+            num_replicas=trainer.world_size, rank=trainer.global_rank,
+        )  # fmt: skip
     trainer.fit(model, loader)
     trainer.save_checkpoint(checkpoint)  # every process calls it, rank 0 writes
     return model

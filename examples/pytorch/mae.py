@@ -19,7 +19,9 @@ from ssl_mae.loss import MAELoss
 from ssl_mae.models.presets import PRETRAIN_PRESETS
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training import optim
-from ssl_mae.training.data import ResumableDataLoader
+from ssl_mae.training.data import ResidentDataLoader, ResumableDataLoader, decode_images
+from ssl_mae.training.fast import SWITCHES, device_facts, resolve_fast_defaults
+from ssl_mae.training.precision import autocast_context, compile_model
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, IMAGENET_NORMALIZE, BatchedMAEAugment
 
 PRESET = "mae_vit_micro_patch7"  # the defaults are its model; checkpoints name it
@@ -46,6 +48,15 @@ parser.add_argument("--seed", type=int, default=0, help="weights, data order, cr
 parser.add_argument(
     "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="a torch device"
 )
+# The fast path; "auto": all on for CUDA, off on CPU (see ssl_mae.training.fast).
+parser.add_argument(
+    "--precision",
+    choices=("auto", "bf16-mixed", "32-true"),
+    default="auto",
+    help="auto: bf16 on CUDA",
+)
+for switch in ("compile", "fused-adamw", "gpu-data"):
+    parser.add_argument(f"--{switch}", choices=SWITCHES, default="auto", help="auto: on CUDA")
 parser.add_argument("--output-dir", type=Path, default="output/pytorch_mae", help="a new dir")
 
 
@@ -83,17 +94,30 @@ def main(args: argparse.Namespace) -> list[float]:
     folder: dict[str, Any] = {"on_error": "replace"} if args.dataset == "folder" else {}
     images = build_dataset(args.dataset, root=args.data_path, transform=to_tensor, **folder)
     dataset = Subset(images, range(len(images))[: args.limit_images or None])  # type: ignore[arg-type]
+    size = len(dataset) * in_chans * args.img_size**2  # bytes of the decoded uint8 images
+    fast = resolve_fast_defaults(
+        device.type, size, device_facts(device.type)["free_memory"], precision=args.precision,
+        compile=args.compile, fused_adamw=args.fused_adamw, gpu_data=args.gpu_data,
+    )  # fmt: skip
     # Each epoch is a permutation seeded by (seed, epoch); each batch comes with a seed of its own.
-    loader = ResumableDataLoader(
+    # Resident: the same batches, gathered from uint8 images decoded once onto the device.
+    loader: ResumableDataLoader | ResidentDataLoader = ResumableDataLoader(
         dataset, args.batch_size, seed=args.seed, drop_last=True, num_workers=args.num_workers
     )
+    if fast.gpu_data:
+        decoded = decode_images(dataset, args.num_workers)
+        loader = ResidentDataLoader(*decoded, args.batch_size, device=device, seed=args.seed)
+    if fast.compile:
+        compile_model(mae)  # eager, with one warning, when compilation fails
+    dtype = torch.bfloat16 if fast.precision == "bf16-mixed" else None
     if len(loader) == 0:  # every batch is full (drop_last), as in PretrainDataModule
         parser.error(f"--batch-size {args.batch_size} exceeds the {len(dataset)} images")
 
     # AdamW, weight decay 0.05 except on norms, biases and tokens; 10% warmup, then cosine.
     total_steps = args.epochs * len(loader)
     groups = optim.param_groups_weight_decay(mae, weight_decay=0.05)
-    optimizer = optim.build_adamw(groups, optim.scaled_lr(args.base_lr, args.batch_size))
+    lr = optim.scaled_lr(args.base_lr, args.batch_size)
+    optimizer = optim.build_adamw(groups, lr, fused=fast.fused_adamw)
     scheduler = optim.warmup_cosine_scheduler(optimizer, total_steps, int(total_steps * 0.1))
 
     losses: list[torch.Tensor] = []
@@ -102,12 +126,13 @@ def main(args: argparse.Namespace) -> list[float]:
         for batch, _, seed in loader:
             torch.manual_seed(seed)  # the masks, and with the generator the crops and flips
             views = augment(batch.to(device), generator=torch.Generator(device).manual_seed(seed))
-            out = mae(views)  # mask -> encode the visible patches -> decode -> loss
+            with autocast_context(device, dtype):
+                out = mae(views)  # mask -> encode the visible patches -> decode -> loss
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(out.loss.detach())
+            losses.append(out.loss.detach())  # read once per epoch: no step waits for the GPU
         loss, skipped = losses[-1].item(), getattr(images, "num_skipped", 0)
         print(f"epoch {epoch}  step {len(losses)}  loss {loss:.4f}  skipped files {skipped}")
         if not math.isfinite(loss):

@@ -115,7 +115,7 @@ def _check_protocol_options(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """``ssl-mae evaluate``."""
     from ssl_mae.cli.data import check_same_classes, load_split, num_classes_of
-    from ssl_mae.cli.trained import data_options, load, resolve_device
+    from ssl_mae.cli.trained import data_options, evaluation_split, load, resolve_device
 
     _check_protocol_options(args)
     output = Path(args.output).expanduser() if args.output else None
@@ -131,15 +131,7 @@ def run(args: argparse.Namespace) -> int:
         )
     data = data_options(args, trained)
     prep = trained.preprocessing
-    split = dict(
-        dataset=data["dataset"],
-        data_path=data["data_path"],
-        val_path=data["val_path"],
-        img_size=prep.image_size[0],
-        in_chans=prep.in_chans,
-        evaluation=True,
-        download=data["download"],
-    )
+    split = evaluation_split(data, prep)
     train_set = load_split(**split, train=True, limit=args.limit_train_images)
     test_set = load_split(**split, train=False, limit=args.limit_test_images)
     if test_set is None:

@@ -24,6 +24,7 @@ from ssl_mae.cli import options as opt
 from ssl_mae.cli.defaults import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_PRESET
 from ssl_mae.cli.options import UsageError
 from ssl_mae.cli.run_config import MAY_CHANGE, STATIC_DEFAULTS, option_name
+from ssl_mae.training.fast import DEFAULT_GPU_DATA_MAX_MB, SWITCHES
 
 __all__ = ["add_parser", "run"]
 
@@ -237,11 +238,55 @@ def add_parser(subparsers: Any) -> None:
         help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, deepspeed, ... (default: auto = "
         "ddp with more than one device)",
     )
-    hardware.add_argument(
+    fast = parser.add_argument_group(
+        "fast path",
+        "'auto' resolves from the training device: every part is on for a CUDA GPU and off on a "
+        "CPU, where float32 eager training is both faster and the reference numbers; config.yaml "
+        "records the resolved values (see docs/performance.md)",
+    )
+    fast.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=None,
         help="Lightning precision (default: bf16-mixed on a CUDA GPU with bf16, else 32-true)",
+    )
+    fast.add_argument(
+        "--compile",
+        choices=SWITCHES,
+        default=None,
+        help="torch.compile the model; a compilation failure runs it eagerly with one warning "
+        "(default: auto = on for CUDA, off on CPU)",
+    )
+    fast.add_argument(
+        "--fused-adamw",
+        choices=SWITCHES,
+        default=None,
+        help="the fused AdamW kernel (default: auto = on for CUDA, off on CPU)",
+    )
+    fast.add_argument(
+        "--gpu-data",
+        choices=SWITCHES,
+        default=None,
+        help="decode the training images once, keep them on the device as uint8 and crop, "
+        "flip and normalise them there; the same batches as the host loader (default: auto = "
+        "on for CUDA when they fit --gpu-data-max-mb and a quarter of the free GPU memory, "
+        "off on CPU)",
+    )
+    fast.add_argument(
+        "--gpu-data-max-mb",
+        type=opt.positive_float,
+        default=None,
+        help=f"largest decoded training set --gpu-data auto keeps on the GPU, in MiB (default: "
+        f"{DEFAULT_GPU_DATA_MAX_MB})",
+    )
+    fast.add_argument(
+        "--check-loss-every-n-steps",
+        type=opt.positive_int,
+        default=None,
+        help="read the non-finite-loss flag, which accumulates on the device, every N steps; "
+        "it is also read before every checkpoint, so a NaN never reaches one (default: 1 on "
+        "CPU, where a read costs nothing; --log-every-n-steps on CUDA, so no step waits for "
+        "the GPU)",
     )
 
     output = parser.add_argument_group("output")
@@ -331,11 +376,47 @@ def add_parser(subparsers: Any) -> None:
 
 
 # --- resolving the run's options ------------------------------------------------------------------
-def _default_precision(accelerator: str) -> str:
+def _device_type(accelerator: str) -> str:
+    """The device type Lightning will train on for ``--accelerator``."""
     import torch
 
-    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if accelerator in ("auto", "gpu", "mps") and mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _resolve_fast_path(config: dict[str, Any], num_images: int) -> None:
+    """Fills the fast-path options still "auto" (or unset) in ``config`` from the device."""
+    from ssl_mae.training.fast import device_facts, resolve_fast_defaults
+
+    device_type = _device_type(str(config["accelerator"]))
+    facts = device_facts(device_type)
+    dataset_bytes = num_images * int(config["in_chans"]) * int(config["img_size"]) ** 2
+    free = facts["free_memory"]
+    if config["gpu_data"] == "on" and free is not None and dataset_bytes > free:
+        raise UsageError(
+            f"--gpu-data on: the decoded training images need {dataset_bytes / 2**20:.0f} "
+            f"MiB but the GPU has {facts['free_memory'] / 2**20:.0f} MiB free; use "
+            "--gpu-data off or --limit-train-images"
+        )
+    fast = resolve_fast_defaults(
+        device_type,
+        dataset_bytes,
+        facts["free_memory"],
+        bf16_supported=facts["bf16_supported"],
+        compile_supported=facts["compile_supported"],
+        precision=config.get("precision"),
+        compile=config["compile"],
+        fused_adamw=config["fused_adamw"],
+        gpu_data=config["gpu_data"],
+        gpu_data_max_mb=float(config["gpu_data_max_mb"]),
+        log_every_n_steps=int(config["log_every_n_steps"]),
+        check_loss_every_n_steps=config["check_loss_every_n_steps"],
+    )
+    config.update(fast.as_config())
 
 
 def _fresh_config(given: Mapping[str, Any]) -> dict[str, Any]:
@@ -373,7 +454,6 @@ def _fresh_config(given: Mapping[str, Any]) -> dict[str, Any]:
         normalize=default_normalize(dataset, in_chans),
     )
     config.update(given)
-    config["precision"] = given.get("precision") or _default_precision(config["accelerator"])
     if config["val_path"] is not None and dataset != "folder":
         raise UsageError(
             f"--val-path is only used with --dataset folder; {dataset} has its own test split"
@@ -493,6 +573,9 @@ def run(args: argparse.Namespace) -> int:
     # The schedule's warmup is fixed in steps when the run starts (a resumed run with more
     # epochs keeps it); PretrainModule reads it from its hyper-parameters.
     model.hparams["warmup_steps"] = int(config["warmup_steps"])
+    _resolve_fast_path(config, len(train_set))
+    model.hparams["compile"] = config["compile"] == "on"
+    model.hparams["fused_adamw"] = config["fused_adamw"] == "on"
 
     results, datamodule = _build_run(args, config, model, train_set, val_set, output_dir, started)
     if not is_launcher_process():  # a process Lightning started for another device or node
@@ -594,11 +677,12 @@ def _callbacks(
     has_val: bool,
     steps_per_epoch: int,
 ) -> dict[str, Any]:
-    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from ssl_mae.training.callbacks import (
         LastCheckpoint,
         LearningRateLog,
+        LossProgressBar,
         NonFiniteLossGuard,
         ProgressLog,
         SkippedFilesReport,
@@ -611,7 +695,7 @@ def _callbacks(
     named: dict[str, Any] = {
         "last": last,
         "stop": StopAtStepBoundary(args.stop_request, last),
-        "guard": NonFiniteLossGuard(),
+        "guard": NonFiniteLossGuard(int(config["check_loss_every_n_steps"])),
         "skipped": SkippedFilesReport(datasets),
         "lr": LearningRateLog(),
         "throughput": throughput,
@@ -627,7 +711,7 @@ def _callbacks(
             enable_version_counter=False,
         )
     if config["progress"]:
-        named["progress"] = TQDMProgressBar(refresh_rate=20)
+        named["progress"] = LossProgressBar(refresh_rate=20)
     else:
         # As Lightning's log interval: at least one line per epoch.
         every = min(int(config["log_every_n_steps"]), steps_per_epoch)
@@ -716,6 +800,7 @@ def _build_run(
         seed=int(config["seed"]),
         num_workers=int(config["num_workers"]),
         run_config={k: v for k, v in config.items() if k != "changed_on_resume"},
+        gpu_data=config["gpu_data"] == "on",
     )
     steps_per_epoch = max(len(train_set) // int(config["batch_size"]), 1)
     named = _callbacks(

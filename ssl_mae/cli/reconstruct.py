@@ -91,19 +91,11 @@ def _dataset_images(args: argparse.Namespace, trained: Any, generator: Any) -> A
     import torch
 
     from ssl_mae.cli.data import load_split
-    from ssl_mae.cli.trained import data_options
+    from ssl_mae.cli.trained import data_options, evaluation_split
 
     data = data_options(args, trained)
     prep = trained.preprocessing
-    split = dict(
-        dataset=data["dataset"],
-        data_path=data["data_path"],
-        val_path=data["val_path"],
-        img_size=prep.image_size[0],
-        in_chans=prep.in_chans,
-        evaluation=True,
-        download=data["download"],
-    )
+    split = evaluation_split(data, prep)
     images_set = load_split(**split, train=False, limit=args.limit_test_images)
     if images_set is None:  # a folder without --val-path: show training images
         images_set = load_split(**split, train=True, limit=args.limit_train_images)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_mae.cli.options import UsageError
+from ssl_mae.training.fast import DEFAULT_GPU_DATA_MAX_MB
 
 __all__ = [
     "MAY_CHANGE",
@@ -37,6 +38,11 @@ MAY_CHANGE: tuple[str, ...] = (
     "max_steps",
     "accelerator",
     "precision",
+    "compile",
+    "fused_adamw",
+    "gpu_data",
+    "gpu_data_max_mb",
+    "check_loss_every_n_steps",
     "strategy",
     "num_workers",
     "download",
@@ -114,6 +120,13 @@ STATIC_DEFAULTS: dict[str, Any] = {
     "limit_test_images": None,
     "val_path": None,
     "data_path": None,
+    # The fast path: "auto" is resolved from the training device when the run starts.
+    "precision": None,
+    "compile": "auto",
+    "fused_adamw": "auto",
+    "gpu_data": "auto",
+    "gpu_data_max_mb": DEFAULT_GPU_DATA_MAX_MB,
+    "check_loss_every_n_steps": None,
 }
 
 

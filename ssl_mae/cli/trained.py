@@ -8,6 +8,7 @@ from the run that wrote it unless the command line says otherwise.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,18 @@ def data_options(args: argparse.Namespace, trained: Any) -> dict[str, Any]:
         "download": bool(args.download),
         "num_workers": workers,
     }
+
+
+def evaluation_split(data: Mapping[str, Any], prep: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`ssl_mae.cli.data.load_split` for evaluating a trained
+    model: the ``data`` of :func:`data_options` at the input size and channels of its
+    preprocessing ``prep``, unreadable files skipped; add ``train`` and ``limit``."""
+    return dict(
+        dataset=data["dataset"],
+        data_path=data["data_path"],
+        val_path=data["val_path"],
+        img_size=prep.image_size[0],
+        in_chans=prep.in_chans,
+        evaluation=True,
+        download=data["download"],
+    )

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 from torch import Tensor
 
 from ssl_mae.data.factory import unwrap_subset
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LastCheckpoint",
     "LearningRateLog",
+    "LossProgressBar",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "ProgressLog",
@@ -50,18 +52,50 @@ class NonFiniteLossError(RuntimeError):
 
 
 class NonFiniteLossGuard(pl.Callback):
-    """Stops training at the first NaN/inf loss, before backward and the optimiser step.
+    """Stops training at a NaN/inf loss before it reaches a checkpoint, without per-step syncs.
 
-    Raising in ``on_before_backward`` means the bad step never updates the weights, the
-    optimiser state or the lr schedule, and no checkpoint is written after it: ``last.ckpt``
-    keeps the last good state.
+    Every step adds "was this loss finite?" to a flag that stays on the device (with the step and
+    value of the first bad loss); reading it is the only host synchronisation, and it happens
+    every ``check_every_n_steps`` steps (in ``on_before_backward``), before every checkpoint
+    save (``on_save_checkpoint``: the save is refused) and at the end of training. A checkpoint
+    is therefore never written after a bad step, and ``last.ckpt`` keeps the last good state.
+
+    With ``check_every_n_steps=1`` (the default, and the CLI's on a CPU, where a read costs
+    nothing) the bad step itself is stopped before backward and the optimiser step, so it
+    changes no weight. With N > 1 (the CLI's default on CUDA) up to N - 1 further steps run on
+    the spoilt weights before the check stops the run; no checkpoint holds them. Under DDP the
+    processes agree on the decision, so all stop together.
+
+    Args:
+        check_every_n_steps: Read the flag every this many training batches.
     """
 
-    def on_before_backward(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor
-    ) -> None:
-        """Checks ``loss`` (one device sync per step)."""
-        if bool(torch.isfinite(loss.detach()).all()):
+    def __init__(self, check_every_n_steps: int = 1) -> None:
+        self.check_every_n_steps = _positive_steps(check_every_n_steps, "check_every_n_steps")
+        self._first_step: Tensor | None = None  # () int64 on the device: -1 while all finite
+        self._first_value: Tensor | None = None  # () float32: the first non-finite loss
+        self._unchecked = 0
+
+    def record(self, loss: Tensor, step: int) -> None:
+        """Adds ``loss`` of optimiser step ``step`` to the device-side flag (no host sync)."""
+        loss = loss.detach()
+        if self._first_step is None or self._first_step.device != loss.device:
+            self._first_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._first_value = torch.zeros((), dtype=torch.float32, device=loss.device)
+        assert self._first_value is not None
+        new = torch.logical_and(~torch.isfinite(loss).all(), self._first_step < 0)
+        self._first_step = torch.where(new, step, self._first_step)
+        self._first_value = torch.where(new, loss.float().mean(), self._first_value)
+
+    def check(self, trainer: pl.Trainer) -> None:
+        """Reads the flag (one host sync) and raises :class:`NonFiniteLossError` if any loss
+        since the start was NaN or infinite."""
+        self._unchecked = 0
+        first_step, first_value = self._first_step, self._first_value
+        bad = first_step is not None and bool(first_step >= 0)
+        if trainer.world_size > 1:
+            bad = bool(trainer.strategy.reduce_boolean_decision(bad, all=False))
+        if not bad:
             return
         last = ""
         for callback in trainer.checkpoint_callbacks:
@@ -69,11 +103,41 @@ class NonFiniteLossGuard(pl.Callback):
             if path and os.path.exists(path):
                 last = f"; last good checkpoint: {path}"
                 break
+        if first_step is None or first_value is None or int(first_step) < 0:
+            what = "non-finite in another process"
+        else:
+            step = int(first_step)
+            found = "" if step == trainer.global_step else f", found at step {trainer.global_step}"
+            what = f"{float(first_value)} at step {step}{found}"
         raise NonFiniteLossError(
-            f"training loss became {float(loss.detach().float().mean())} at step "
-            f"{trainer.global_step} (epoch {trainer.current_epoch}); training stopped{last}. "
-            "Try a lower --lr/--base-lr, --precision 32-true or a longer warmup."
+            f"training loss became {what} (epoch {trainer.current_epoch}); training "
+            f"stopped{last}. Try a lower --lr/--base-lr, --precision 32-true or a longer warmup."
         )
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor
+    ) -> None:
+        """Records ``loss``; every ``check_every_n_steps`` batches checks the flag."""
+        self.record(loss, trainer.global_step)
+        self._unchecked += 1
+        if self._unchecked >= self.check_every_n_steps:
+            self.check(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Refuses to save (raises) when a loss since the last check was not finite."""
+        self.check(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A run does not end as finished with unchecked non-finite losses."""
+        self.check(trainer)
+
+
+def _positive_steps(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
 
 
 def count_skipped_files(datasets: Iterable[Any]) -> int:
@@ -139,14 +203,8 @@ class LastCheckpoint(pl.callbacks.Checkpoint):
     def __init__(
         self, dirpath: str | os.PathLike[str], every_n_steps: int, filename: str = "last.ckpt"
     ) -> None:
-        if (
-            isinstance(every_n_steps, bool)
-            or not isinstance(every_n_steps, int)
-            or every_n_steps < 1
-        ):
-            raise ValueError(f"every_n_steps must be a positive int, got {every_n_steps!r}")
         self.path = Path(dirpath) / filename
-        self.every_n_steps = every_n_steps
+        self.every_n_steps = _positive_steps(every_n_steps, "every_n_steps")
         self.saved_step: int | None = None
 
     @property
@@ -274,7 +332,10 @@ class LearningRateLog(pl.Callback):
         """Logs the learning rate the optimiser used for this step."""
         lr = _optimizer_lr(trainer)
         if lr is not None:
-            pl_module.log("lr", lr, on_step=True, on_epoch=False, batch_size=1)
+            # A float would become torch.tensor(lr, device=...), a blocking host-to-device copy
+            # every step; torch.full writes the value from the kernel's arguments.
+            value = torch.full((), lr, device=pl_module.device)
+            pl_module.log("lr", value, on_step=True, on_epoch=False, batch_size=1)
 
 
 def _batch_images(batch: Any) -> int:
@@ -362,13 +423,7 @@ class ProgressLog(pl.Callback):
     def __init__(
         self, every_n_steps: int, throughput: Throughput | None = None, stream: Any = None
     ) -> None:
-        if (
-            isinstance(every_n_steps, bool)
-            or not isinstance(every_n_steps, int)
-            or every_n_steps < 1
-        ):
-            raise ValueError(f"every_n_steps must be a positive int, got {every_n_steps!r}")
-        self.every_n_steps = every_n_steps
+        self.every_n_steps = _positive_steps(every_n_steps, "every_n_steps")
         self.throughput = throughput
         self.stream = stream
 
@@ -398,3 +453,19 @@ class ProgressLog(pl.Callback):
         if rate is not None:
             parts.append(f"{rate:.0f} img/s")
         print("  ".join(parts), file=self.stream or sys.stdout, flush=True)
+
+
+class LossProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, showing ``train_loss`` even when it is not logged with
+    ``prog_bar=True`` (which would read it to the host after every batch): the loss is read only
+    when the bar refreshes, every ``refresh_rate`` batches."""
+
+    def get_metrics(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
+        """The bar's metrics plus ``train_loss`` from the callback metrics."""
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train_loss")
+        if loss is not None and "train_loss" not in metrics:
+            metrics["train_loss"] = float(loss)
+        return metrics

@@ -21,13 +21,23 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ssl_mae._validation import check_positive_int
+from ssl_mae.data.gpu_loader import GPUResidentLoader
 from ssl_mae.data.normalize import normalize_images
+from ssl_mae.data.tensor_dataset import TensorImageDataset
 from ssl_mae.transforms import BatchedMAEAugment
 
-__all__ = ["PretrainDataModule", "ResumableDataLoader", "ResumableSampler", "batch_seed"]
+__all__ = [
+    "PretrainDataModule",
+    "ResidentDataLoader",
+    "ResumableDataLoader",
+    "ResumableSampler",
+    "batch_seed",
+    "decode_images",
+]
 
 
 def batch_seed(seed: int, epoch: int, batch_index: int, rank: int = 0) -> int:
@@ -117,7 +127,36 @@ class ResumableSampler(Sampler[int]):
         return math.ceil(self.num_samples / self.num_replicas)
 
 
-class ResumableDataLoader(DataLoader[Any]):
+class _Position:
+    """The position of a resumable loader in its epoch (shared by the host and device loaders).
+
+    ``state_dict`` gives ``{"epoch": e, "batches_done": n}``; after ``load_state_dict`` the
+    next iteration of epoch ``e`` skips its first ``n`` batches.
+    """
+
+    _epoch: int = 0
+    _batches_done: int = 0
+    _resume: tuple[int, int] | None = None
+
+    def _start_epoch(self, epoch: int) -> int:
+        """Begins iterating ``epoch``; returns the number of batches to skip."""
+        skip = 0
+        if self._resume is not None and self._resume[0] == epoch:
+            skip = self._resume[1]
+        self._resume = None
+        self._epoch, self._batches_done = epoch, skip
+        return skip
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "batches_done": n}``: the position in the current epoch."""
+        return {"epoch": self._epoch, "batches_done": self._batches_done}
+
+    def load_state_dict(self, state_dict: Mapping[str, int]) -> None:
+        """Makes the next iteration of epoch ``state_dict["epoch"]`` skip the batches done."""
+        self._resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+
+
+class ResumableDataLoader(_Position, DataLoader[Any]):
     """A ``DataLoader`` that knows its position in the epoch and adds a seed to every batch.
 
     Batches are ``[*collated, seed]`` where ``seed = batch_seed(seed, epoch, i, rank)`` for the
@@ -163,32 +202,99 @@ class ResumableDataLoader(DataLoader[Any]):
         )
         self.seed = seed
         self.rank = rank
-        self._epoch = 0
-        self._batches_done = 0
-        self._resume: tuple[int, int] | None = None
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator, not a _BaseDataLoaderIter
         # A generator: nothing runs until the first batch is requested, i.e. after Lightning has
         # called set_epoch and load_state_dict.
         epoch = self.sampler.epoch
-        skip = 0
-        if self._resume is not None and self._resume[0] == epoch:
-            skip = self._resume[1]
-        self._resume = None
-        self._epoch, self._batches_done = epoch, skip
+        skip = self._start_epoch(epoch)
         self.sampler.start_index = skip * int(self.batch_size or 1)
         for batch in super().__iter__():
             seed = batch_seed(self.seed, epoch, self._batches_done, self.rank)
             self._batches_done += 1
             yield [*batch, seed] if isinstance(batch, (list, tuple)) else [batch, seed]
 
-    def state_dict(self) -> dict[str, int]:
-        """``{"epoch": e, "batches_done": n}``: the position in the current epoch."""
-        return {"epoch": self._epoch, "batches_done": self._batches_done}
 
-    def load_state_dict(self, state_dict: Mapping[str, int]) -> None:
-        """Makes the next iteration of epoch ``state_dict["epoch"]`` skip the batches done."""
-        self._resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+def decode_images(dataset: Dataset[Any], num_workers: int = 0) -> tuple[Tensor, Tensor]:
+    """Reads every sample of a dataset once: its images and labels as two tensors.
+
+    Args:
+        dataset: Map-style dataset of ``(uint8 image (C, H, W), label)`` samples of one size.
+        num_workers: DataLoader workers for decoding (files of an image folder).
+
+    Returns:
+        ``images`` uint8 (N, C, H, W) and ``labels`` int64 (N,), on the CPU.
+    """
+    if isinstance(dataset, TensorImageDataset) and dataset.transform is None:
+        return dataset.images.cpu(), dataset.labels.cpu()
+    loader: DataLoader[Any] = DataLoader(dataset, batch_size=256, num_workers=num_workers)
+    images, labels = [], []
+    for batch in loader:
+        images.append(batch[0])
+        labels.append(torch.as_tensor(batch[1]))
+    return torch.cat(images), torch.cat(labels).long()
+
+
+class ResidentDataLoader(_Position, GPUResidentLoader):
+    """:class:`ResumableDataLoader`'s batches, gathered from images kept on the device.
+
+    The order (:class:`ResumableSampler`), the per-batch seeds and the position in the epoch are
+    those of :class:`ResumableDataLoader` with the same arguments, so with the same augmentation
+    the model sees the same batches bit for bit; but each batch is one ``index_select`` on the
+    device instead of collating samples on the host and copying them. The epoch's order is
+    copied to the device once, when the epoch starts; no step reads a device value.
+
+    Args:
+        images: uint8 (N, C, H, W), e.g. from :func:`decode_images`.
+        labels: int64 (N,).
+        batch_size: Images per batch.
+        device: Where the images are kept and batches produced.
+        shuffle: Random order per epoch.
+        seed: Run seed (order and batch seeds).
+        drop_last: Drop the last incomplete batch (static shapes for ``torch.compile``).
+        num_replicas: Number of processes (DDP); each keeps all images, takes its share.
+        rank: This process's rank.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        *,
+        device: torch.device | str,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        super().__init__(images, batch_size, device=device, shuffle=shuffle, seed=seed)
+        if not isinstance(labels, Tensor) or labels.shape != images.shape[:1]:
+            raise ValueError(
+                f"labels must be a tensor of shape ({images.shape[0]},), got "
+                f"{getattr(labels, 'shape', type(labels).__name__)}"
+            )
+        self.labels = labels.to(self.device)
+        self.drop_last = drop_last
+        self.sampler = ResumableSampler(self.num_images, shuffle, seed, num_replicas, rank)
+        self.seed, self.rank = seed, rank
+
+    def __len__(self) -> int:
+        share = len(self.sampler)
+        if self.drop_last:
+            return share // self.batch_size
+        return math.ceil(share / self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self.sampler.epoch
+        skip = self._start_epoch(epoch)
+        order = torch.as_tensor(self.sampler.indices()).to(self.device, non_blocking=True)
+        for index in range(skip, len(self)):
+            rows = order[index * self.batch_size : (index + 1) * self.batch_size]
+            seed = batch_seed(self.seed, epoch, index, self.rank)
+            self._batches_done = index + 1
+            yield [self.images.index_select(0, rows), self.labels.index_select(0, rows), seed]
 
 
 class PretrainDataModule(pl.LightningDataModule):
@@ -214,6 +320,8 @@ class PretrainDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers.
         run_config: Plain-typed description of the run, stored in checkpoints as the
             datamodule's hyperparameters (``ssl-mae evaluate``/``reconstruct`` read it back).
+        gpu_data: Decode the training images once and keep them on the training device
+            (:class:`ResidentDataLoader`): the same batches, without host work per step.
     """
 
     def __init__(
@@ -227,6 +335,7 @@ class PretrainDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         run_config: Mapping[str, Any] | None = None,
+        gpu_data: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"run_config": dict(run_config or {})})
@@ -244,7 +353,9 @@ class PretrainDataModule(pl.LightningDataModule):
         self.normalize = None if normalize is None else {k: list(v) for k, v in normalize.items()}
         self.seed = seed
         self.num_workers = num_workers
-        self._train_loader: ResumableDataLoader | None = None
+        self.gpu_data = gpu_data
+        self._decoded: tuple[Tensor, Tensor] | None = None
+        self._train_loader: ResumableDataLoader | ResidentDataLoader | None = None
         self._pending_position: dict[str, int] | None = None
         self.augment = BatchedMAEAugment(
             input_size=img_size,
@@ -259,19 +370,38 @@ class PretrainDataModule(pl.LightningDataModule):
             return 1, 0
         return int(trainer.world_size), int(trainer.global_rank)
 
-    def train_dataloader(self) -> ResumableDataLoader:
+    def _loader(self, dataset: Dataset[Any], train: bool) -> ResumableDataLoader:
         world_size, rank = self._world()
-        self._train_loader = ResumableDataLoader(
-            self.train_set,
+        return ResumableDataLoader(
+            dataset,
             self.batch_size,
-            shuffle=True,
+            shuffle=train,
             seed=self.seed,
-            drop_last=True,
+            drop_last=train,
             num_replicas=world_size,
             rank=rank,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=train and self.num_workers > 0,
         )
+
+    def train_dataloader(self) -> ResumableDataLoader | ResidentDataLoader:
+        if not self.gpu_data:
+            self._train_loader = self._loader(self.train_set, train=True)
+        else:
+            if self._decoded is None:  # decoded once per run, kept for every epoch
+                self._decoded = decode_images(self.train_set, self.num_workers)
+            trainer = self.trainer
+            device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+            world_size, rank = self._world()
+            self._train_loader = ResidentDataLoader(
+                *self._decoded,
+                self.batch_size,
+                device=device,
+                seed=self.seed,
+                drop_last=True,
+                num_replicas=world_size,
+                rank=rank,
+            )
         if self._pending_position is not None:
             self._train_loader.load_state_dict(self._pending_position)
             self._pending_position = None
@@ -302,16 +432,7 @@ class PretrainDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> ResumableDataLoader | list[Any]:
         if self.val_set is None:
             return []
-        world_size, rank = self._world()
-        return ResumableDataLoader(
-            self.val_set,
-            self.batch_size,
-            shuffle=False,
-            seed=self.seed,
-            num_replicas=world_size,
-            rank=rank,
-            num_workers=self.num_workers,
-        )
+        return self._loader(self.val_set, train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augments (training) or normalises (validation) a batch already on the device.

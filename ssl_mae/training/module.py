@@ -36,6 +36,7 @@ from ssl_mae.training.optim import (
     scaled_lr,
     warmup_cosine_scheduler,
 )
+from ssl_mae.training.precision import compile_available, compile_model
 
 __all__ = [
     "DEFAULT_WARMUP_FRACTION",
@@ -59,6 +60,7 @@ TRAINING_OPTIONS: Mapping[str, Any] = {
     "batch_size": None,
     "total_steps": None,
     "fused_adamw": None,
+    "compile": None,
 }
 # Without warmup_epochs/warmup_steps, warm up for the same share of the run as the official
 # defaults (40 of 400 epochs).
@@ -92,8 +94,9 @@ def check_training_options(options: Mapping[str, Any]) -> None:
     for name in ("batch_size", "total_steps"):
         if options[name] is not None:
             check_positive_int(options[name], name)
-    if options["fused_adamw"] is not None and not isinstance(options["fused_adamw"], bool):
-        raise TypeError(f"fused_adamw must be a bool or None, got {options['fused_adamw']!r}")
+    for name in ("fused_adamw", "compile"):
+        if options[name] is not None and not isinstance(options[name], bool):
+            raise TypeError(f"{name} must be a bool or None, got {options[name]!r}")
 
 
 def images_from_batch(batch: Any) -> Tensor:
@@ -176,11 +179,16 @@ class PretrainModule(pl.LightningModule):
             ``min_lr``, ``weight_decay``, ``betas``, ``warmup_epochs`` or ``warmup_steps``
             (None: 10% of the run), ``batch_size`` (images per device per step; read from the
             trainer's dataloader when None), ``total_steps`` (from the trainer when None),
-            ``fused_adamw`` (None: fused on CUDA).
+            ``fused_adamw`` (None: fused on CUDA), ``compile`` (None: ``torch.compile`` the core
+            on CUDA when the fit starts, eager with one warning if compilation fails).
 
     Raises:
         TypeError: For a model without a core or unknown options.
     """
+
+    #: Keep ``train_loss`` out of the per-step progress-bar metrics (which Lightning reads to
+    #: the host after every batch); None: on accelerators only. See :meth:`sync_free_logging`.
+    sync_free: bool | None = None
 
     def __init__(
         self,
@@ -268,8 +276,26 @@ class PretrainModule(pl.LightningModule):
         generator: torch.Generator | None = None,
     ) -> MAEOutput:
         """One MAE step of the core (see :meth:`ssl_mae.MaskedAutoencoder.forward`)."""
-        out: MAEOutput = self.masked_autoencoder(images, mask_ratio, noise, generator)
+        core = self.masked_autoencoder
+        # A torch.Generator cannot enter a compiled graph, so seeded calls (validation) run the
+        # eager forward; without compilation both calls are the same.
+        call = core.forward if generator is not None else core
+        out: MAEOutput = call(images, mask_ratio, noise, generator)
         return out
+
+    def on_fit_start(self) -> None:
+        """Compiles the core with ``torch.compile`` (``compile=True``, or None on CUDA).
+
+        In place (:func:`~ssl_mae.training.precision.compile_model`): the state-dict keys and
+        methods stay those of the model; when compilation fails the core runs eagerly and one
+        warning says why.
+        """
+        wanted = self.hparams.get("compile")
+        if wanted is None:
+            wanted = self.device.type == "cuda" and compile_available()
+        core = self.masked_autoencoder
+        if wanted and getattr(core, "_compiled_call_impl", None) is None:
+            compile_model(core)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """One pre-training step; logs ``train_loss``.
@@ -280,8 +306,18 @@ class PretrainModule(pl.LightningModule):
         """
         images = images_from_batch(batch)
         loss = self.mae_step(images).loss
-        self.log("train_loss", loss, prog_bar=True, batch_size=images.shape[0])
+        # Lightning converts progress-bar values to Python numbers after every batch, a host
+        # sync; without it the loss stays a device tensor until the logger writes it.
+        prog_bar = not self.sync_free_logging(images.device)
+        self.log("train_loss", loss, prog_bar=prog_bar, batch_size=images.shape[0])
         return loss
+
+    def sync_free_logging(self, device: torch.device) -> bool:
+        """Whether logging must avoid per-step host reads on ``device``: :attr:`sync_free`, or
+        when that is None, on every device but the CPU (where a read costs nothing)."""
+        if self.sync_free is not None:
+            return self.sync_free
+        return device.type != "cpu"
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Loss on held-out images with masks seeded by ``batch_idx``; logs ``val_loss``.
