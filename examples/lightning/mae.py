@@ -21,7 +21,7 @@ from ssl_mae.models.presets import PRETRAIN_PRESETS
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training.callbacks import NonFiniteLossGuard, SkippedFilesReport
 from ssl_mae.training.data import PretrainDataModule
-from ssl_mae.training.fast import SWITCHES, device_facts, resolve_fast_defaults
+from ssl_mae.training.fast import add_fast_path_arguments, fast_path_from_args
 from ssl_mae.training.module import PretrainModule
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, IMAGENET_NORMALIZE
 
@@ -47,15 +47,7 @@ parser.add_argument("--base-lr", type=float, default=1.5e-4, help="lr = base lr 
 parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
 parser.add_argument("--seed", type=int, default=0, help="weights, data order, crops and masks")
 parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto")
-# The fast path; "auto": all on for CUDA, off on CPU (see ssl_mae.training.fast).
-parser.add_argument(
-    "--precision",
-    choices=("auto", "bf16-mixed", "32-true"),
-    default="auto",
-    help="auto: bf16 on CUDA",
-)
-for switch in ("compile", "fused-adamw", "gpu-data"):
-    parser.add_argument(f"--{switch}", choices=SWITCHES, default="auto", help="auto: on CUDA")
+add_fast_path_arguments(parser)  # "auto": bf16, compile, fused AdamW, data on CUDA
 parser.add_argument("--output-dir", type=Path, default="output/lightning_mae", help="a new dir")
 
 
@@ -93,10 +85,7 @@ def main(args: argparse.Namespace, callbacks: tuple[pl.Callback, ...] = ()) -> P
     dataset = Subset(images, range(len(images))[: args.limit_images or None])  # type: ignore[arg-type]
     cuda = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     device_type, size = "cuda" if cuda else "cpu", len(dataset) * in_chans * args.img_size**2
-    fast = resolve_fast_defaults(
-        device_type, size, device_facts(device_type)["free_memory"], precision=args.precision,
-        compile=args.compile, fused_adamw=args.fused_adamw, gpu_data=args.gpu_data,
-    )  # fmt: skip
+    fast = fast_path_from_args(args, device_type, size)
     # AdamW, weight decay 0.05 except on norms, biases and tokens, lr = base_lr * batch / 256,
     # 10% warmup then cosine. Checkpoints name the preset and the overrides.
     model = PretrainModule(

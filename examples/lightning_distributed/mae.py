@@ -21,7 +21,7 @@ from ssl_mae.models.presets import PRETRAIN_PRESETS
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training.callbacks import NonFiniteLossGuard, SkippedFilesReport
 from ssl_mae.training.data import ResidentDataLoader, batch_seed, decode_images
-from ssl_mae.training.fast import SWITCHES, device_facts, resolve_fast_defaults
+from ssl_mae.training.fast import add_fast_path_arguments, fast_path_from_args
 from ssl_mae.training.module import PretrainModule
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, IMAGENET_NORMALIZE, BatchedMAEAugment
 
@@ -49,15 +49,7 @@ parser.add_argument("--seed", type=int, default=0, help="weights, data order, cr
 parser.add_argument("--accelerator", default="auto", help="cpu (gloo), gpu (NCCL) or auto")
 parser.add_argument("--devices", type=int, default=2, help="processes (GPUs) per machine")
 parser.add_argument("--num-nodes", type=int, default=1, help="machines")
-# The fast path; "auto": all on for CUDA, off on CPU (see ssl_mae.training.fast).
-parser.add_argument(
-    "--precision",
-    choices=("auto", "bf16-mixed", "32-true"),
-    default="auto",
-    help="auto: bf16 on CUDA",
-)
-for switch in ("compile", "fused-adamw", "gpu-data"):
-    parser.add_argument(f"--{switch}", choices=SWITCHES, default="auto", help="auto: on CUDA")
+add_fast_path_arguments(parser)  # "auto": bf16, compile, fused AdamW, data on CUDA
 parser.add_argument("--output-dir", type=Path, default="output/lightning_ddp_mae", help="a new dir")
 
 
@@ -118,17 +110,14 @@ def main(args: argparse.Namespace, callbacks: tuple[pl.Callback, ...] = ()) -> P
     dataset = Subset(images, range(len(images))[: args.limit_images or None])  # type: ignore[arg-type]
     cuda = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     device_type, size = "cuda" if cuda else "cpu", len(dataset) * in_chans * args.img_size**2
-    fast = resolve_fast_defaults(
-        device_type, size, device_facts(device_type)["free_memory"],
-        precision=args.precision, compile=args.compile, fused_adamw=args.fused_adamw,
-        gpu_data=args.gpu_data,
-    )  # fmt: skip
+    fast = fast_path_from_args(args, device_type, size)
     model = DDPPretrainModule(
         build_mae(args, in_chans), PRESET, overrides, base_lr=args.base_lr,
         compile=fast.compile, fused_adamw=fast.fused_adamw,
     )  # fmt: skip
     normalize = FASHION_MNIST_NORMALIZE if in_chans == 1 else IMAGENET_NORMALIZE  # as the CLI
     model.augment = BatchedMAEAugment(args.img_size, min_scale=0.2, normalize=normalize)
+    model.hparams["normalize"] = normalize  # in the checkpoint, for ssl-mae evaluate / export
     model.seed, model.num_patches = args.seed, (args.img_size // args.patch_size) ** 2
     trainer = pl.Trainer(
         accelerator=args.accelerator,

@@ -20,7 +20,7 @@ from ssl_mae.models.presets import PRETRAIN_PRESETS
 from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training import optim
 from ssl_mae.training.data import ResidentDataLoader, ResumableDataLoader, decode_images
-from ssl_mae.training.fast import SWITCHES, device_facts, resolve_fast_defaults
+from ssl_mae.training.fast import add_fast_path_arguments, fast_path_from_args
 from ssl_mae.training.precision import autocast_context, compile_model
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, IMAGENET_NORMALIZE, BatchedMAEAugment
 
@@ -48,15 +48,7 @@ parser.add_argument("--seed", type=int, default=0, help="weights, data order, cr
 parser.add_argument(
     "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="a torch device"
 )
-# The fast path; "auto": all on for CUDA, off on CPU (see ssl_mae.training.fast).
-parser.add_argument(
-    "--precision",
-    choices=("auto", "bf16-mixed", "32-true"),
-    default="auto",
-    help="auto: bf16 on CUDA",
-)
-for switch in ("compile", "fused-adamw", "gpu-data"):
-    parser.add_argument(f"--{switch}", choices=SWITCHES, default="auto", help="auto: on CUDA")
+add_fast_path_arguments(parser)  # "auto": bf16, compile, fused AdamW, data on CUDA
 parser.add_argument("--output-dir", type=Path, default="output/pytorch_mae", help="a new dir")
 
 
@@ -95,10 +87,7 @@ def main(args: argparse.Namespace) -> list[float]:
     images = build_dataset(args.dataset, root=args.data_path, transform=to_tensor, **folder)
     dataset = Subset(images, range(len(images))[: args.limit_images or None])  # type: ignore[arg-type]
     size = len(dataset) * in_chans * args.img_size**2  # bytes of the decoded uint8 images
-    fast = resolve_fast_defaults(
-        device.type, size, device_facts(device.type)["free_memory"], precision=args.precision,
-        compile=args.compile, fused_adamw=args.fused_adamw, gpu_data=args.gpu_data,
-    )  # fmt: skip
+    fast = fast_path_from_args(args, device.type, size)
     # Each epoch is a permutation seeded by (seed, epoch); each batch comes with a seed of its own.
     # Resident: the same batches, gathered from uint8 images decoded once onto the device.
     loader: ResumableDataLoader | ResidentDataLoader = ResumableDataLoader(
@@ -144,7 +133,9 @@ def main(args: argparse.Namespace) -> list[float]:
     state_dict = {f"model.{key}": value for key, value in mae.state_dict().items()}
     hparams = {"preset": PRESET, "model_overrides": overrides}
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state_dict, "hyper_parameters": hparams}, checkpoint)
+    run = {"run_config": {"normalize": normalize}}  # the input normalisation, for evaluation
+    torch.save({"state_dict": state_dict, "hyper_parameters": hparams} | {
+        "datamodule_hyper_parameters": run}, checkpoint)  # fmt: skip
     return torch.stack(losses).tolist()
 
 

@@ -338,7 +338,10 @@ class PretrainDataModule(pl.LightningDataModule):
         gpu_data: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters({"run_config": dict(run_config or {})})
+        # Checkpoints record the input normalisation, so that evaluation and export feed the
+        # encoder what it was trained on (ssl_mae.export.load_trained_model reads it).
+        recorded = None if normalize is None else {k: list(v) for k, v in normalize.items()}
+        self.save_hyperparameters({"run_config": {"normalize": recorded, **(run_config or {})}})
         check_positive_int(batch_size, "batch_size")
         train_size = len(train_set)  # type: ignore[arg-type]
         if batch_size > train_size:

@@ -13,6 +13,7 @@ GPU defaults are tested on machines without a GPU; :func:`device_facts` asks tor
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -22,7 +23,9 @@ __all__ = [
     "GPU_DATA_MEMORY_SHARE",
     "SWITCHES",
     "FastPath",
+    "add_fast_path_arguments",
     "device_facts",
+    "fast_path_from_args",
     "resolve_fast_defaults",
     "resolve_switch",
 ]
@@ -242,3 +245,30 @@ def device_facts(device_type: str) -> dict[str, Any]:
         facts["bf16_supported"] = bool(torch.cuda.is_bf16_supported())
         facts["free_memory"] = int(torch.cuda.mem_get_info()[0])
     return facts
+
+
+def add_fast_path_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--precision`` and the ``--compile``/``--fused-adamw``/``--gpu-data`` switches
+    (``"auto"``: on for CUDA, off elsewhere; see :func:`resolve_fast_defaults`)."""
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bf16-mixed", "32-true"),
+        default="auto",
+        help="auto: bf16 on CUDA",
+    )
+    for switch in ("compile", "fused-adamw", "gpu-data"):
+        parser.add_argument(f"--{switch}", choices=SWITCHES, default="auto", help="auto: on CUDA")
+
+
+def fast_path_from_args(args: argparse.Namespace, device_type: str, data_bytes: int) -> FastPath:
+    """:func:`resolve_fast_defaults` for the options :func:`add_fast_path_arguments` added, on
+    ``device_type`` with ``data_bytes`` of decoded uint8 training images."""
+    return resolve_fast_defaults(
+        device_type,
+        data_bytes,
+        device_facts(device_type)["free_memory"],
+        precision=args.precision,
+        compile=args.compile,
+        fused_adamw=args.fused_adamw,
+        gpu_data=args.gpu_data,
+    )
