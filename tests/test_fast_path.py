@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 import torch._dynamo as dynamo
+from host_sync import HOST_READS
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
@@ -74,16 +75,7 @@ def test_compiled_step_has_no_graph_breaks_and_matches_eager(family: str) -> Non
 
 # Tensor operations that copy a value to the host: on a GPU each waits for the queue to drain.
 _SYNCING: dict[Callable[..., Any], str] = {
-    Tensor.item: "item",
-    Tensor.tolist: "tolist",
-    Tensor.__bool__: "__bool__",
-    Tensor.__int__: "__int__",
-    Tensor.__float__: "__float__",
-    Tensor.__index__: "__index__",
-    Tensor.cpu: "cpu",
-    Tensor.numpy: "numpy",
-    Tensor.nonzero: "nonzero",
-    torch.nonzero: "nonzero",
+    **HOST_READS,
     Tensor.any: "any",  # only a sync when followed by bool(); recorded to keep the loop honest
 }
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
+from host_sync import HOST_READS
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
@@ -226,16 +227,7 @@ def test_decode_images_reads_a_transformed_dataset_once() -> None:
 # Operations that read a device tensor's value on the host (each waits for the GPU's queue to
 # drain), and factories that copy host data to a device (blocking unless pinned).
 _SYNCING: dict[Callable[..., Any], str] = {
-    Tensor.item: "item",
-    Tensor.tolist: "tolist",
-    Tensor.__bool__: "__bool__",
-    Tensor.__int__: "__int__",
-    Tensor.__float__: "__float__",
-    Tensor.__index__: "__index__",
-    Tensor.cpu: "cpu",
-    Tensor.numpy: "numpy",
-    Tensor.nonzero: "nonzero",
-    torch.nonzero: "nonzero",
+    **HOST_READS,
     torch.tensor: "torch.tensor",
     torch.as_tensor: "torch.as_tensor",
 }
