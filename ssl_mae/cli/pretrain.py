@@ -203,8 +203,8 @@ def add_parser(subparsers: Any) -> None:
         "--min-scale",
         type=opt.scale,
         default=None,
-        help="smallest random-resized-crop area fraction (default: the preset's: 0.2, 0.5 for "
-        "mae_vit_micro_patch7)",
+        help="smallest random-resized-crop area fraction (default: the preset's: 0.2, 0.5 for the "
+        "mae_vit_micro_patch7* presets)",
     )
     optim.add_argument(
         "--seed",
