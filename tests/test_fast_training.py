@@ -353,3 +353,32 @@ def test_the_guard_checks_at_its_interval(tmp_path: Path) -> None:
         _fast_fit(tmp_path / "a", guard_every=4, steps=8, nan_at=1)
     with pytest.raises(ValueError, match="check_every_n_steps must be a positive int, got 0"):
         NonFiniteLossGuard(0)
+
+
+def test_the_examples_options_resolve_with_the_devices_facts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+
+    from ssl_mae.training import fast
+
+    parser = argparse.ArgumentParser()
+    fast.add_fast_path_arguments(parser)
+    facts = {"bf16_supported": True, "compile_supported": True, "free_memory": 80 * 2**30}
+    monkeypatch.setattr(fast, "device_facts", lambda device_type: facts)
+    auto = fast.fast_path_from_args(parser.parse_args([]), "cuda", 47 * MiB)
+    assert (auto.precision, auto.compile, auto.fused_adamw, auto.gpu_data) == (
+        "bf16-mixed",
+        True,
+        True,
+        True,
+    )
+    off = fast.fast_path_from_args(parser.parse_args(["--compile", "off"]), "cuda", 47 * MiB)
+    assert not off.compile and off.fused_adamw
+    facts.update(bf16_supported=False, compile_supported=False)  # an older GPU
+    old = fast.fast_path_from_args(parser.parse_args([]), "cuda", 47 * MiB)
+    assert old.precision == "32-true" and not old.compile
+    cpu = fast.fast_path_from_args(parser.parse_args([]), "cpu", 47 * MiB)
+    assert (cpu.precision, cpu.compile, cpu.gpu_data) == ("32-true", False, False)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--gpu-data", "maybe"])

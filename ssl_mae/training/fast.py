@@ -262,11 +262,15 @@ def add_fast_path_arguments(parser: argparse.ArgumentParser) -> None:
 
 def fast_path_from_args(args: argparse.Namespace, device_type: str, data_bytes: int) -> FastPath:
     """:func:`resolve_fast_defaults` for the options :func:`add_fast_path_arguments` added, on
-    ``device_type`` with ``data_bytes`` of decoded uint8 training images."""
+    ``device_type`` (its bf16 and compile support and free memory from :func:`device_facts`)
+    with ``data_bytes`` of decoded uint8 training images."""
+    facts = device_facts(device_type)
     return resolve_fast_defaults(
         device_type,
         data_bytes,
-        device_facts(device_type)["free_memory"],
+        facts["free_memory"],
+        bf16_supported=facts["bf16_supported"],
+        compile_supported=facts["compile_supported"],
         precision=args.precision,
         compile=args.compile,
         fused_adamw=args.fused_adamw,
