@@ -88,6 +88,8 @@ def test_help_imports_no_model_code() -> None:
         (["evaluate", "--checkpoint", "x.ckpt", "--epochs", "3"], "--epochs: only used by"),
         (["evaluate", "--checkpoint", "x.ckpt", "--protocol", "linear", "--knn-k", "3"],
          "--knn-k: only used by --protocol knn"),
+        (["evaluate", "--checkpoint", "x.ckpt", "--protocol", "linear", "--knn-standardize"],
+         "--knn-standardize: only used by --protocol knn"),
         (["evaluate", "--checkpoint", "x.ckpt", "--device", "nonsense"], "--device 'nonsense'"),
         (["export", "--checkpoint", "x.ckpt", "--format", "hf", "--pool", "cls"],
          "--pool: only used by --format timm"),

@@ -58,6 +58,13 @@ def add_parser(subparsers: Any) -> None:
         help="knn: vote temperature (default: 0.07)",
     )
     parser.add_argument(
+        "--knn-standardize",
+        action="store_true",
+        help="knn: z-score every feature dimension with the training split's mean and std "
+        "before the cosine similarity (default: off; with --knn-k 20 --knn-temperature 0.02 "
+        "it is the kNN protocol chosen on a validation split, docs/benchmarks.md)",
+    )
+    parser.add_argument(
         "--epochs",
         type=opt.positive_int,
         default=None,
@@ -106,8 +113,10 @@ def _check_protocol_options(args: argparse.Namespace) -> None:
         if given:
             names = ", ".join("--" + name.replace("_", "-") for name in given)
             raise UsageError(f"{names}: only used by --protocol linear or finetune")
-    elif args.knn_k is not None:
-        raise UsageError("--knn-k: only used by --protocol knn")
+    else:
+        flags = {"--knn-k": args.knn_k is not None, "--knn-standardize": args.knn_standardize}
+        if given := [flag for flag, used in flags.items() if used]:
+            raise UsageError(f"{', '.join(given)}: only used by --protocol knn")
     if args.protocol == "finetune" and args.layers != 1:
         raise UsageError("--layers: only used by --protocol knn or linear (frozen features)")
 
@@ -211,6 +220,7 @@ def _evaluate(
                 test_set,
                 k=args.knn_k,
                 temperature=args.knn_temperature,
+                standardize=args.knn_standardize,
                 **common,
             )
         )

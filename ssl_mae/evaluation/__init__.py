@@ -27,7 +27,7 @@ from ssl_mae.evaluation.finetune import (
     param_groups_layer_decay,
     set_drop_path,
 )
-from ssl_mae.evaluation.knn import knn_accuracy, knn_predict
+from ssl_mae.evaluation.knn import knn_accuracy, knn_predict, standardize_features
 from ssl_mae.evaluation.lars import LARS
 from ssl_mae.evaluation.linear_probe import LinearProbe, linear_probe_encoder, train_linear_probe
 from ssl_mae.evaluation.metrics import topk_accuracy
@@ -55,6 +55,7 @@ __all__ = [
     "pool_tokens",
     "set_drop_path",
     "set_learning_rate",
+    "standardize_features",
     "topk_accuracy",
     "train_linear_probe",
     "warmup_cosine_lr",

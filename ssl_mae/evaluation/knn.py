@@ -6,6 +6,10 @@ votes wins. This is the same rule as ``lightly.utils.benchmarking.knn_predict`` 
 the ranking of the classes rather than their scores). The weights are computed relative to the
 nearest neighbour, ``exp((sim_j - sim_max) / temperature)``: the same ranking, but no overflow to
 inf for small temperatures.
+
+:func:`standardize_features` is the optional step before it: z-scoring every feature dimension
+with the bank's statistics, so that a few dimensions of large variance (common in MAE features)
+do not decide the cosine similarity alone.
 """
 
 from __future__ import annotations
@@ -112,6 +116,24 @@ def knn_predict(
         scores.scatter_add_(1, bank_labels[top_index], weights)
         all_scores.append(scores)
     return torch.cat(all_scores)
+
+
+def standardize_features(bank: Tensor, *queries: Tensor, eps: float = 1e-6) -> tuple[Tensor, ...]:
+    """Z-scores the bank (N, D) and every query set (M, D) with the bank's per-dimension mean and
+    standard deviation (constant dimensions are divided by ``eps`` after centring, i.e. stay 0).
+
+    Returns:
+        ``(standardised bank, *standardised queries)``, float32.
+    """
+    bank = check_features(bank, "bank").float()
+    mean = bank.mean(dim=0, keepdim=True)
+    std = bank.std(dim=0, keepdim=True).clamp_min(eps)
+    out = [(bank - mean) / std]
+    for index, query in enumerate(queries):
+        query = check_features(query, f"queries[{index}]").float()
+        check_same_dim(bank, "bank", query, f"queries[{index}]")
+        out.append((query.to(bank.device) - mean) / std)
+    return tuple(out)
 
 
 def knn_accuracy(

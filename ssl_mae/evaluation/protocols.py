@@ -25,7 +25,7 @@ from ssl_mae.data.image_folder import collate_skip_none
 from ssl_mae.data.normalize import normalize_images
 from ssl_mae.evaluation.features import extract_features
 from ssl_mae.evaluation.finetune import finetune
-from ssl_mae.evaluation.knn import knn_accuracy
+from ssl_mae.evaluation.knn import knn_accuracy, standardize_features
 from ssl_mae.evaluation.linear_probe import train_linear_probe
 
 __all__ = [
@@ -147,6 +147,7 @@ def knn_evaluate(
     device: torch.device | str | None = None,
     num_workers: int = 0,
     layers: int = 1,
+    standardize: bool = False,
 ) -> dict[str, float]:
     """kNN top-1/top-5 of a frozen encoder: features of the whole train split as the bank,
     the test split as queries.
@@ -167,10 +168,13 @@ def knn_evaluate(
         device: Where to run the encoder (default: where it is).
         num_workers: DataLoader workers.
         layers: Pool the last ``layers`` blocks and concatenate them (1: the output only).
+        standardize: Z-score every feature dimension with the bank's mean and std before the
+            cosine similarity (:func:`~ssl_mae.evaluation.knn.standardize_features`).
 
     Returns:
-        ``{"top1": %, "top5": %, "k": k used, "num_train": N, "num_test": M,
-        "skipped_files": unreadable files}`` with accuracies in percent.
+        ``{"top1": %, "top5": %, "k": k used, "temperature": t, "standardize": 0 or 1,
+        "num_train": N, "num_test": M, "skipped_files": unreadable files}`` with accuracies in
+        percent.
     """
     train_x, train_y, skipped_train = frozen_features(
         encoder, train_set, normalize, img_size, pool, batch_size, device, num_workers, layers
@@ -188,6 +192,8 @@ def knn_evaluate(
             logger.warning(
                 "kNN k=%d is larger than the bank of %d images; using k=%d", k, num_train, k_used
             )
+    if standardize:
+        train_x, test_x = standardize_features(train_x, test_x)
     result = knn_accuracy(
         train_x, train_y, test_x, test_y, num_classes=num_classes, k=k_used, temperature=temperature
     )
@@ -195,6 +201,8 @@ def knn_evaluate(
         "top1": 100.0 * float(result["top1"]),
         "top5": 100.0 * float(result["top5"]),
         "k": float(k_used),
+        "temperature": float(temperature),
+        "standardize": float(standardize),
         "num_train": float(num_train),
         "num_test": float(test_x.shape[0]),
         "skipped_files": float(skipped_train + skipped_test),
