@@ -14,6 +14,10 @@ pretraining time each run really took is reported beside the budget. FLOPs per i
 counted by ``torch.utils.flop_counter`` on one training step (forward and backward, math
 attention kernel).
 
+``--epochs E`` compares at equal epochs instead: every variant trains ``E × (images // batch)``
+steps and no throughput is calibrated (the CrossMAE target "accuracy within 0.5 point of MAE at
+equal epochs").
+
 Default run: ``python benchmarks/variants.py --budget-s 600 --seeds 0 1``. Smoke run:
 ``python benchmarks/variants.py --budget-s 2 --train-subset 256 --test-subset 128
 --probe-epochs 1 --calibration-rounds 1``.
@@ -302,8 +306,10 @@ def run_variant(
 
 def markdown_table(result: dict[str, Any]) -> str:
     """One row per (variant, pool): mean over seeds and the seed-to-seed spread (max - min)."""
+    epochs = result["config"].get("epochs")
+    budget = f"{epochs} epochs" if epochs else f"Budget {result['config']['budget_s']} s"
     lines = [
-        f"Budget {result['config']['budget_s']} s of pretraining per run, seeds "
+        f"{budget} of pretraining per run, seeds "
         f"{result['config']['seeds']}; spread = max - min over seeds.",
         "",
         "| variant | pool | steps | pretrain s | img/s | train GFLOP/img | kNN top-1 | "
@@ -338,6 +344,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"rows: registry names, NAME@decode=R (partial decoding) or {LIGHTLY}",
     )
     parser.add_argument("--budget-s", type=float, default=600.0, help="pretraining s per run")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="equal epochs instead of equal --budget-s"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--calibration-rounds", type=int, default=5)
     parser.add_argument("--steps-per-round", type=int, default=3)
@@ -363,6 +372,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--presets: unknown presets {unknown}")
     if not args.budget_s > 0:
         parser.error(f"--budget-s must be > 0, got {args.budget_s}")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")
     return args
 
 
@@ -381,9 +392,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     train = load(True, args.train_subset, args.data_root)
     test = load(False, args.test_subset, args.data_root)
-    steps_per_s = measure_throughput(args.presets, train[0], args)
-    steps = {name: max(1, int(args.budget_s * rate)) for name, rate in steps_per_s.items()}
-    print(f"steps per {args.budget_s:.0f}s budget: {steps}", flush=True)
+    if args.epochs is None:
+        steps_per_s = measure_throughput(args.presets, train[0], args)
+        steps = {name: max(1, int(args.budget_s * rate)) for name, rate in steps_per_s.items()}
+        print(f"steps per {args.budget_s:.0f}s budget: {steps}", flush=True)
+    else:  # equal epochs: the same number of steps for every variant, nothing to calibrate
+        steps_per_epoch = train[0].shape[0] // min(args.batch_size, train[0].shape[0])
+        steps_per_s = {}
+        steps = dict.fromkeys(args.presets, args.epochs * steps_per_epoch)
+        print(f"steps for {args.epochs} epochs: {steps}", flush=True)
     runs = [
         run_variant(preset, seed, steps[preset], train, test, args)
         for seed in args.seeds
@@ -391,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ]
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result: dict[str, Any] = {
-        "benchmark": "variants_equal_wall_clock",
+        "benchmark": "variants_equal_epochs" if args.epochs else "variants_equal_wall_clock",
         "command": " ".join(["python benchmarks/variants.py", *(argv or sys.argv[1:])]),
         "config": config,
         "machine": {

@@ -67,6 +67,18 @@ def test_equal_wall_clock_budget_follows_the_measured_throughput(
     assert partial < runs["mae_vit_micro_patch4"]["train_flops_per_image"]
 
 
+def test_equal_epochs_gives_every_variant_the_same_steps(bench: ModuleType, tmp_path: Path) -> None:
+    rows = ["mae_vit_micro_patch7", "mae_crossmae_micro_patch7"]
+    tiny = [*TINY[TINY.index("--budget-s") :], "--presets", *rows, "--epochs", "2"]
+    saved = bench.main([*tiny, "--output-dir", str(tmp_path)])
+    # 256 images in batches of 64: 4 steps per epoch, 2 epochs, whatever each variant's speed.
+    assert [run["steps"] for run in saved["runs"]] == [8, 8]
+    assert saved["benchmark"] == "variants_equal_epochs" and not saved["calibration_steps_per_s"]
+    assert (tmp_path / "variants.md").read_text().startswith("2 epochs of pretraining per run")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--epochs", "0"])
+
+
 def test_rows_name_a_preset_a_decode_ratio_or_lightly(bench: ModuleType) -> None:
     assert bench.parse_row("mae_vit_micro_patch7") == ("mae_vit_micro_patch7", 1.0)
     assert bench.parse_row("mae_vit_micro_patch7@decode=0.25") == ("mae_vit_micro_patch7", 0.25)
