@@ -71,13 +71,22 @@ def search(
     best = max(rows, key=lambda row: row["top1"])
     fixed: dict[str, Any] = {"transform": "raw", "k": 200, "temperature": 0.07}
     chosen: dict[str, Any] = {key: best[key] for key in fixed}
-    for label, protocol in (("fixed", fixed), ("best on validation", chosen)):
+    extra = [(f"--also {spec}", parse_protocol(spec)) for spec in args.also]
+    for label, protocol in [("fixed", fixed), ("best on validation", chosen), *extra]:
         bank, queries = transform(protocol["transform"], x, test_x)
         score = top1(bank, y, queries, test_y, int(protocol["k"]), float(protocol["temperature"]))
         rows.append({"features": name, "split": "test", "protocol": label, **protocol,
                      "top1": score})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def parse_protocol(spec: str) -> dict[str, Any]:
+    """``TRANSFORM:K:T`` (e.g. ``standardize:20:0.02``) -> a protocol dict."""
+    how, k, t = spec.split(":")
+    if how not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {how!r}")
+    return {"transform": how, "k": int(k), "temperature": float(t)}
 
 
 def pixels(images: Tensor) -> Tensor:
@@ -93,12 +102,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--k", type=int, nargs="+", default=[10, 20, 50, 200])
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.02, 0.07, 0.2])
     parser.add_argument("--no-pixels", action="store_true", help="skip the raw-pixel rows")
+    parser.add_argument(
+        "--also",
+        nargs="+",
+        default=[],
+        metavar="TRANSFORM:K:T",
+        help="more protocols scored on the test split for every feature set (e.g. one set's "
+        "choice applied to the other)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N train/test images")
     parser.add_argument("--num-validation", type=int, default=10_000, help="last N train images")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "benchmarks" / "results"
                         / "knn_protocols.json")  # fmt: skip
     args = parser.parse_args(argv)
+    try:
+        [parse_protocol(spec) for spec in args.also]
+    except ValueError as error:
+        parser.error(f"--also: {error}")
     if args.checkpoint is None and args.no_pixels:
         parser.error("nothing to score: give --checkpoint or drop --no-pixels")
     if args.threads:

@@ -37,7 +37,8 @@ def test_pixel_rows_choose_on_validation_and_score_the_test_split(
 ) -> None:
     output = tmp_path / "knn.json"
     argv = ["--limit", "700", "--num-validation", "200", "--k", "5", "200", "--temperatures",
-            "0.02", "0.07", "--threads", "1", "--output", str(output)]  # fmt: skip
+            "0.02", "0.07", "--threads", "1", "--also", "center:3:0.1",
+            "--output", str(output)]  # fmt: skip
     result = bench.main(argv)
     assert json.loads(output.read_text())["rows"] == result["rows"]
     validation = [row for row in result["rows"] if row["split"] == "validation"]
@@ -55,5 +56,9 @@ def test_pixel_rows_choose_on_validation_and_score_the_test_split(
     bank, queries = bench.pixels(train_x[:700]), bench.pixels(test_x[:700])
     expected = knn_accuracy(bank, train_y[:700], queries, test_y[:700], 10, k=200, temperature=0.07)
     assert test["fixed"]["top1"] == pytest.approx(100 * float(expected["top1"]))
+    also = test["--also center:3:0.1"]
+    assert (also["transform"], also["k"], also["temperature"]) == ("center", 3, 0.1)
     with pytest.raises(SystemExit):
         bench.main(["--no-pixels"])  # nothing to score
+    with pytest.raises(SystemExit):
+        bench.main(["--also", "whiten:3:0.1"])
