@@ -7,20 +7,15 @@ LightningModule and data module (those of ssl-mae pretrain). A script to copy an
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import Subset
-from torchvision.transforms import v2
 
-from ssl_mae.core import MaskedAutoencoder
-from ssl_mae.data import build_dataset, dataset_channels
-from ssl_mae.loss import MAELoss
+from ssl_mae import MAEDecoder, MAELoss, MaskedAutoencoder, MaskedVisionTransformer
+from ssl_mae.data import dataset_channels
 from ssl_mae.models.presets import PRETRAIN_PRESETS
-from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training.callbacks import NonFiniteLossGuard, SkippedFilesReport
-from ssl_mae.training.data import PretrainDataModule
+from ssl_mae.training.data import PretrainDataModule, training_images
 from ssl_mae.training.fast import add_fast_path_arguments, fast_path_from_args
 from ssl_mae.training.module import PretrainModule
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, IMAGENET_NORMALIZE
@@ -57,15 +52,8 @@ def build_mae(args: argparse.Namespace, in_chans: int) -> MaskedAutoencoder:
     vit |= {"embed_dim": args.embed_dim, "depth": args.depth, "num_heads": args.num_heads}
     # No mask token: MAE drops masked tokens, and DDP fails on parameters without a gradient.
     encoder = MaskedVisionTransformer.from_timm(vit, use_mask_token=False)
-    decoder = MAEDecoder(
-        num_patches=encoder.num_patches,
-        patch_size=args.patch_size,
-        in_chans=in_chans,
-        embed_dim=args.embed_dim,
-        decoder_embed_dim=args.decoder_embed_dim,
-        decoder_depth=args.decoder_depth,
-        decoder_num_heads=args.decoder_num_heads,
-    )
+    decoder = MAEDecoder(encoder.num_patches, args.patch_size, in_chans, args.embed_dim,
+        args.decoder_embed_dim, args.decoder_depth, args.decoder_num_heads)  # fmt: skip
     loss = MAELoss(norm_pix=args.norm_pix_loss)  # MSE on the masked patches
     return MaskedAutoencoder(encoder, decoder, loss, args.mask_ratio)
 
@@ -78,14 +66,11 @@ def main(args: argparse.Namespace, callbacks: tuple[pl.Callback, ...] = ()) -> P
     in_chans = dataset_channels(args.dataset)
     keys = {*PRETRAIN_PRESETS[PRESET].config, "mask_ratio", "norm_pix_loss"}  # its vocabulary
     overrides = {k: v for k, v in vars(args).items() if k in keys} | {"in_chans": in_chans}
-    # uint8 images; unreadable files in a folder are replaced by the next image and counted.
-    to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize((args.img_size, args.img_size))])
-    folder: dict[str, Any] = {"on_error": "replace"} if args.dataset == "folder" else {}
-    images = build_dataset(args.dataset, root=args.data_path, transform=to_tensor, **folder)
-    dataset = Subset(images, range(len(images))[: args.limit_images or None])  # type: ignore[arg-type]
+    # uint8 images (in a folder an unreadable file is replaced by the next image and counted).
+    dataset = training_images(args.dataset, args.data_path, args.img_size, args.limit_images)
     cuda = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    device_type, size = "cuda" if cuda else "cpu", len(dataset) * in_chans * args.img_size**2
-    fast = fast_path_from_args(args, device_type, size)
+    size = len(dataset) * in_chans * args.img_size**2  # bytes of the decoded images
+    fast = fast_path_from_args(args, "cuda" if cuda else "cpu", size)
     # AdamW, weight decay 0.05 except on norms, biases and tokens, lr = base_lr * batch / 256,
     # 10% warmup then cosine. Checkpoints name the preset and the overrides.
     model = PretrainModule(
@@ -99,20 +84,13 @@ def main(args: argparse.Namespace, callbacks: tuple[pl.Callback, ...] = ()) -> P
         dataset, None, args.batch_size, (args.img_size,) * 2, normalize, 0.2, args.seed,
         args.num_workers, gpu_data=fast.gpu_data,  # resident: the same batches, on the device
     )  # fmt: skip
-
+    # NaN check: every step on CPU; on CUDA every 50 steps and before every checkpoint.
+    guard = NonFiniteLossGuard(fast.check_loss_every_n_steps)
     trainer = pl.Trainer(
-        accelerator=args.accelerator,
-        devices=1,
-        precision=fast.precision,  # type: ignore[arg-type]
-        max_epochs=args.epochs,
-        default_root_dir=args.output_dir,
-        # NaN check: every step on CPU; on CUDA every 50 steps and before every checkpoint.
-        callbacks=[
-            NonFiniteLossGuard(fast.check_loss_every_n_steps),
-            SkippedFilesReport([images]),
-            *callbacks,
-        ],
-    )
+        accelerator=args.accelerator, devices=1, precision=fast.precision,  # type: ignore[arg-type]
+        max_epochs=args.epochs, default_root_dir=args.output_dir,
+        callbacks=[guard, SkippedFilesReport([dataset]), *callbacks],
+    )  # fmt: skip
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(checkpoint)
     return model

@@ -1,8 +1,7 @@
 """MAE pre-training with Lightning DDP, over the ssl_mae blocks: a script to copy and edit.
 
-    python examples/lightning_distributed/mae.py   # 2 processes: on GPUs (NCCL) or CPU (gloo)
-    MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 NODE_RANK=0 \
-        python examples/lightning_distributed/mae.py --devices 1 --num-nodes 2   # 2 machines
+python examples/lightning_distributed/mae.py   # 2 processes: on GPUs (NCCL) or CPU (gloo)
+NODE_RANK=0 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 python ... --num-nodes 2   # 2 machines
 """
 
 import argparse
@@ -11,16 +10,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Subset
-from torchvision.transforms import v2
 
-from ssl_mae.core import MaskedAutoencoder
-from ssl_mae.data import build_dataset, dataset_channels
-from ssl_mae.loss import MAELoss
+from ssl_mae import MAEDecoder, MAELoss, MaskedAutoencoder, MaskedVisionTransformer
+from ssl_mae.data import dataset_channels
 from ssl_mae.models.presets import PRETRAIN_PRESETS
-from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training.callbacks import NonFiniteLossGuard, SkippedFilesReport
-from ssl_mae.training.data import ResidentDataLoader, batch_seed, decode_images
+from ssl_mae.training.data import batch_seed, training_images, training_loader
 from ssl_mae.training.fast import add_fast_path_arguments, fast_path_from_args
 from ssl_mae.training.module import PretrainModule
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, IMAGENET_NORMALIZE, BatchedMAEAugment
@@ -59,27 +54,19 @@ def build_mae(args: argparse.Namespace, in_chans: int) -> MaskedAutoencoder:
     vit |= {"embed_dim": args.embed_dim, "depth": args.depth, "num_heads": args.num_heads}
     # No mask token: MAE drops masked tokens, and DDP fails on parameters without a gradient.
     encoder = MaskedVisionTransformer.from_timm(vit, use_mask_token=False)
-    decoder = MAEDecoder(
-        num_patches=encoder.num_patches,
-        patch_size=args.patch_size,
-        in_chans=in_chans,
-        embed_dim=args.embed_dim,
-        decoder_embed_dim=args.decoder_embed_dim,
-        decoder_depth=args.decoder_depth,
-        decoder_num_heads=args.decoder_num_heads,
-    )
+    decoder = MAEDecoder(encoder.num_patches, args.patch_size, in_chans, args.embed_dim,
+        args.decoder_embed_dim, args.decoder_depth, args.decoder_num_heads)  # fmt: skip
     loss = MAELoss(norm_pix=args.norm_pix_loss)  # MSE on the masked patches
     return MaskedAutoencoder(encoder, decoder, loss, args.mask_ratio)
 
 
 class DDPPretrainModule(PretrainModule):
     """ssl_mae's LightningModule, where every process draws the crops and masks of the global batch
-    and keeps its rows (the DistributedSampler deals row i to rank i % world): N processes compute
-    what one process computes with N times the batch."""
+    and keeps its rows (the loader deals row i to rank i % world): N processes compute what one
+    process computes with N times the batch."""
 
     augment: BatchedMAEAugment
     seed: int
-    num_patches: int
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         world, seed = self.trainer.world_size, batch_seed(self.seed, self.current_epoch, batch_idx)
@@ -87,11 +74,11 @@ class DDPPretrainModule(PretrainModule):
         size, mine = len(batch[0]) * world, slice(self.global_rank, None, world)
         crops = self.augment.sample_params(size, *self.augment.input_size, generator)
         views = self.augment.apply_params(batch[0], type(crops)(*(p[mine] for p in crops)))
-        noise = torch.rand(size, self.num_patches, generator=generator, device=self.device)
+        patches = (self.img_size // self.patch_size) ** 2  # per image
+        noise = torch.rand(size, patches, generator=generator, device=self.device)
         out = self.mae_step(views, noise=noise[mine])  # mask -> encode visible -> decode -> loss
-        # The mean over ranks; in the progress bar on CPU only (it is read to the host per step).
-        bar = not self.sync_free_logging(views.device)
-        self.log("train_loss", out.loss, prog_bar=bar, sync_dist=True)
+        bar = not self.sync_free_logging(views.device)  # on CPU only: a host read per step
+        self.log("train_loss", out.loss, prog_bar=bar, sync_dist=True)  # the mean over ranks
         return out.loss
 
 
@@ -103,14 +90,11 @@ def main(args: argparse.Namespace, callbacks: tuple[pl.Callback, ...] = ()) -> P
     in_chans = dataset_channels(args.dataset)
     keys = {*PRETRAIN_PRESETS[PRESET].config, "mask_ratio", "norm_pix_loss"}  # its vocabulary
     overrides = {k: v for k, v in vars(args).items() if k in keys} | {"in_chans": in_chans}
-    # uint8 images; unreadable files in a folder are replaced (no rank gets an empty batch).
-    to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize((args.img_size, args.img_size))])
-    folder: dict[str, Any] = {"on_error": "replace"} if args.dataset == "folder" else {}
-    images = build_dataset(args.dataset, root=args.data_path, transform=to_tensor, **folder)
-    dataset = Subset(images, range(len(images))[: args.limit_images or None])  # type: ignore[arg-type]
+    # uint8 images; in a folder an unreadable file is replaced (no rank gets an empty batch).
+    dataset = training_images(args.dataset, args.data_path, args.img_size, args.limit_images)
     cuda = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    device_type, size = "cuda" if cuda else "cpu", len(dataset) * in_chans * args.img_size**2
-    fast = fast_path_from_args(args, device_type, size)
+    size = len(dataset) * in_chans * args.img_size**2  # bytes of the decoded images
+    fast = fast_path_from_args(args, "cuda" if cuda else "cpu", size)
     model = DDPPretrainModule(
         build_mae(args, in_chans), PRESET, overrides, base_lr=args.base_lr,
         compile=fast.compile, fused_adamw=fast.fused_adamw,
@@ -118,29 +102,19 @@ def main(args: argparse.Namespace, callbacks: tuple[pl.Callback, ...] = ()) -> P
     normalize = FASHION_MNIST_NORMALIZE if in_chans == 1 else IMAGENET_NORMALIZE  # as the CLI
     model.augment = BatchedMAEAugment(args.img_size, min_scale=0.2, normalize=normalize)
     model.hparams["normalize"] = normalize  # in the checkpoint, for ssl-mae evaluate / export
-    model.seed, model.num_patches = args.seed, (args.img_size // args.patch_size) ** 2
+    model.seed = args.seed  # of the crops and masks, as in the other examples
     trainer = pl.Trainer(
-        accelerator=args.accelerator,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
+        accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
         strategy="ddp",  # or "ddp_spawn" in notebooks, "fsdp" to shard large models
-        precision=fast.precision,  # type: ignore[arg-type]
-        max_epochs=args.epochs,
-        default_root_dir=args.output_dir,
-        callbacks=[
-            NonFiniteLossGuard(fast.check_loss_every_n_steps),  # every step on CPU
-            SkippedFilesReport([images]),
-            *callbacks,
-        ],
-    )
-    # Lightning swaps in a DistributedSampler(seed=--seed): each process, a share of every epoch.
-    loader: Any = DataLoader(dataset, args.batch_size, shuffle=True, num_workers=args.num_workers)
-    if fast.gpu_data:  # the same shares and order, from images decoded once onto each GPU
-        loader = ResidentDataLoader(
-            *decode_images(dataset, args.num_workers), args.batch_size, seed=args.seed,
-            device=trainer.strategy.root_device, drop_last=False,
-            num_replicas=trainer.world_size, rank=trainer.global_rank,
-        )  # fmt: skip
+        use_distributed_sampler=False,  # the loader below deals every process its share
+        precision=fast.precision, max_epochs=args.epochs, default_root_dir=args.output_dir,  # type: ignore[arg-type]
+        callbacks=[NonFiniteLossGuard(fast.check_loss_every_n_steps),  # every step on CPU
+                   SkippedFilesReport([dataset]), *callbacks],
+    )  # fmt: skip
+    # Each epoch a permutation seeded by (seed, epoch): process r takes positions r, r + N, ...
+    loader = training_loader(dataset, args.batch_size, args.seed, args.num_workers, fast.gpu_data,
+        trainer.strategy.root_device, drop_last=False,  # resident: decoded onto every GPU
+        num_replicas=trainer.world_size, rank=trainer.global_rank)  # fmt: skip
     trainer.fit(model, loader)
     trainer.save_checkpoint(checkpoint)  # every process calls it, rank 0 writes
     return model

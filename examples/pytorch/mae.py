@@ -7,19 +7,16 @@ ssl-mae evaluate --checkpoint output/pytorch_mae/last.ckpt   # kNN accuracy of t
 import argparse
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch.utils.data import Subset
-from torchvision.transforms import v2
 
-from ssl_mae.core import MaskedAutoencoder
-from ssl_mae.data import build_dataset, dataset_channels
-from ssl_mae.loss import MAELoss
+from ssl_mae import MAEDecoder, MAELoss, MaskedAutoencoder, MaskedVisionTransformer
+from ssl_mae.data import dataset_channels
 from ssl_mae.models.presets import PRETRAIN_PRESETS
-from ssl_mae.modules import MAEDecoder, MaskedVisionTransformer
 from ssl_mae.training import optim
-from ssl_mae.training.data import ResidentDataLoader, ResumableDataLoader, decode_images
+from ssl_mae.training.callbacks import count_skipped_files
+from ssl_mae.training.checkpoints import save_pretrain_checkpoint
+from ssl_mae.training.data import training_images, training_loader
 from ssl_mae.training.fast import add_fast_path_arguments, fast_path_from_args
 from ssl_mae.training.precision import autocast_context, compile_model
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE, IMAGENET_NORMALIZE, BatchedMAEAugment
@@ -58,15 +55,8 @@ def build_mae(args: argparse.Namespace, in_chans: int) -> MaskedAutoencoder:
     vit |= {"embed_dim": args.embed_dim, "depth": args.depth, "num_heads": args.num_heads}
     # No mask token: MAE drops masked tokens, and DDP fails on parameters without a gradient.
     encoder = MaskedVisionTransformer.from_timm(vit, use_mask_token=False)
-    decoder = MAEDecoder(
-        num_patches=encoder.num_patches,
-        patch_size=args.patch_size,
-        in_chans=in_chans,
-        embed_dim=args.embed_dim,
-        decoder_embed_dim=args.decoder_embed_dim,
-        decoder_depth=args.decoder_depth,
-        decoder_num_heads=args.decoder_num_heads,
-    )
+    decoder = MAEDecoder(encoder.num_patches, args.patch_size, in_chans, args.embed_dim,
+        args.decoder_embed_dim, args.decoder_depth, args.decoder_num_heads)  # fmt: skip
     loss = MAELoss(norm_pix=args.norm_pix_loss)  # MSE on the masked patches
     return MaskedAutoencoder(encoder, decoder, loss, args.mask_ratio)
 
@@ -80,27 +70,18 @@ def main(args: argparse.Namespace) -> list[float]:
     mae = build_mae(args, in_chans).to(device)
     normalize = FASHION_MNIST_NORMALIZE if in_chans == 1 else IMAGENET_NORMALIZE  # as the CLI
     augment = BatchedMAEAugment(args.img_size, min_scale=0.2, normalize=normalize)
-
-    # uint8 images; unreadable files in a folder are replaced by the next image and counted.
-    to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize((args.img_size, args.img_size))])
-    folder: dict[str, Any] = {"on_error": "replace"} if args.dataset == "folder" else {}
-    images = build_dataset(args.dataset, root=args.data_path, transform=to_tensor, **folder)
-    dataset = Subset(images, range(len(images))[: args.limit_images or None])  # type: ignore[arg-type]
-    size = len(dataset) * in_chans * args.img_size**2  # bytes of the decoded uint8 images
-    fast = fast_path_from_args(args, device.type, size)
-    # Each epoch is a permutation seeded by (seed, epoch); each batch comes with a seed of its own.
-    # Resident: the same batches, gathered from uint8 images decoded once onto the device.
-    loader: ResumableDataLoader | ResidentDataLoader = ResumableDataLoader(
-        dataset, args.batch_size, seed=args.seed, drop_last=True, num_workers=args.num_workers
+    # uint8 images (in a folder an unreadable file is replaced by the next image and counted);
+    # every epoch a permutation seeded by (seed, epoch), every batch with a seed of its own.
+    dataset = training_images(args.dataset, args.data_path, args.img_size, args.limit_images)
+    fast = fast_path_from_args(args, device.type, len(dataset) * in_chans * args.img_size**2)
+    loader = training_loader(  # resident (gpu_data): the same batches, decoded onto the device
+        dataset, args.batch_size, args.seed, args.num_workers, fast.gpu_data, device
     )
-    if fast.gpu_data:
-        decoded = decode_images(dataset, args.num_workers)
-        loader = ResidentDataLoader(*decoded, args.batch_size, device=device, seed=args.seed)
+    if len(loader) == 0:  # every batch is full (drop_last), as in PretrainDataModule
+        parser.error(f"--batch-size {args.batch_size} exceeds the {len(dataset)} images")
     if fast.compile:
         compile_model(mae)  # eager, with one warning, when compilation fails
     dtype = torch.bfloat16 if fast.precision == "bf16-mixed" else None
-    if len(loader) == 0:  # every batch is full (drop_last), as in PretrainDataModule
-        parser.error(f"--batch-size {args.batch_size} exceeds the {len(dataset)} images")
 
     # AdamW, weight decay 0.05 except on norms, biases and tokens; 10% warmup, then cosine.
     total_steps = args.epochs * len(loader)
@@ -122,20 +103,14 @@ def main(args: argparse.Namespace) -> list[float]:
             optimizer.step()
             scheduler.step()
             losses.append(out.loss.detach())  # read once per epoch: no step waits for the GPU
-        loss, skipped = losses[-1].item(), getattr(images, "num_skipped", 0)
+        loss, skipped = losses[-1].item(), count_skipped_files([dataset])
         print(f"epoch {epoch}  step {len(losses)}  loss {loss:.4f}  skipped files {skipped}")
         if not math.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss}; try a lower --base-lr")
 
-    # A checkpoint in the layout of ssl_mae.training.PretrainModule's, which the CLI rebuilds.
     keys = {*PRETRAIN_PRESETS[PRESET].config, "mask_ratio", "norm_pix_loss"}  # its vocabulary
     overrides = {k: v for k, v in vars(args).items() if k in keys} | {"in_chans": in_chans}
-    state_dict = {f"model.{key}": value for key, value in mae.state_dict().items()}
-    hparams = {"preset": PRESET, "model_overrides": overrides}
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    run = {"run_config": {"normalize": normalize}}  # the input normalisation, for evaluation
-    torch.save({"state_dict": state_dict, "hyper_parameters": hparams} | {
-        "datamodule_hyper_parameters": run}, checkpoint)  # fmt: skip
+    save_pretrain_checkpoint(checkpoint, mae, PRESET, overrides, normalize)  # as PretrainModule
     return torch.stack(losses).tolist()
 
 

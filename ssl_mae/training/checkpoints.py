@@ -11,7 +11,9 @@
   :class:`CheckpointWriteError` naming the file and the reason, instead of torch's
   ``enforce fail ... unexpected pos``; the previous checkpoint is untouched.
 
-:class:`AtomicCheckpointIO` makes Lightning save every checkpoint this way.
+:class:`AtomicCheckpointIO` makes Lightning save every checkpoint this way;
+:func:`save_pretrain_checkpoint` writes a plain model in the layout of a ``PretrainModule``
+checkpoint (what ``ssl-mae evaluate``/``export`` load), for training loops without Lightning.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 import os
 import pickle
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -40,6 +42,7 @@ __all__ = [
     "load_checkpoint",
     "remove_partial_writes",
     "save_atomic",
+    "save_pretrain_checkpoint",
     "verify_checksum",
     "write_json_atomic",
 ]
@@ -198,6 +201,43 @@ def save_atomic(obj: Any, path: str | os.PathLike[str], checksum: bool = True) -
             the file previously at ``path`` and its checksum are untouched.
     """
     _atomic_write(path, lambda file: torch.save(obj, cast(IO[bytes], file)), checksum)
+
+
+def save_pretrain_checkpoint(
+    path: str | os.PathLike[str],
+    model: torch.nn.Module,
+    preset: str,
+    model_overrides: Mapping[str, Any],
+    normalize: Mapping[str, Sequence[float]] | None,
+) -> None:
+    """Saves ``model`` as Lightning saves a ``PretrainModule`` built from ``preset``.
+
+    The file holds what :func:`ssl_mae.export.load_trained_model` (``ssl-mae evaluate``,
+    ``export``, ``reconstruct``) reads: ``state_dict`` with the module's keys
+    (``model.encoder.vit.*``, ``model.decoder.*``), ``hyper_parameters`` naming the preset and
+    its overrides, and the input normalisation the model was trained with as
+    ``datamodule_hyper_parameters["run_config"]["normalize"]`` (as ``PretrainDataModule``
+    records it). Written with :func:`save_atomic`, checksum included.
+
+    Args:
+        path: Destination file, e.g. ``OUTPUT_DIR/last.ckpt``.
+        model: The trained model, e.g. a :class:`~ssl_mae.MaskedAutoencoder`.
+        preset: Name of the preset whose model ``model`` is (with the overrides).
+        model_overrides: Plain keyword values the preset is rebuilt with (``embed_dim``...).
+        normalize: Per-channel ``{"mean": [...], "std": [...]}`` of the inputs, or None.
+
+    Raises:
+        CheckpointWriteError: When the file cannot be written.
+    """
+    recorded = (
+        None if normalize is None else {k: [float(x) for x in v] for k, v in normalize.items()}
+    )
+    checkpoint = {
+        "state_dict": {f"model.{key}": value for key, value in model.state_dict().items()},
+        "hyper_parameters": {"preset": preset, "model_overrides": dict(model_overrides)},
+        "datamodule_hyper_parameters": {"run_config": {"normalize": recorded}},
+    }
+    save_atomic(checkpoint, path)
 
 
 def write_json_atomic(data: Mapping[str, Any], path: str | os.PathLike[str]) -> None:

@@ -5,6 +5,8 @@
   handed out. Lightning stores that position in every checkpoint (the loader implements
   ``state_dict``/``load_state_dict``), so a run resumed from a mid-epoch checkpoint continues
   with exactly the batches it would have seen.
+* :func:`training_images` / :func:`training_loader`: the uint8 training set of a named dataset
+  and its resumable (or device-resident) loader, as the example scripts build them.
 * :class:`PretrainDataModule`: loaders of uint8 images, augmentation on the device
   (:class:`~ssl_mae.transforms.BatchedMAEAugment`) and per-batch seeding. Every training batch
   carries a seed derived from ``(seed, rank, epoch, batch index)``; the augmentation and the
@@ -17,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torchvision.transforms import v2
 
 from ssl_mae._validation import check_positive_int
 from ssl_mae.data.gpu_loader import GPUResidentLoader
@@ -37,6 +41,8 @@ __all__ = [
     "ResumableSampler",
     "batch_seed",
     "decode_images",
+    "training_images",
+    "training_loader",
 ]
 
 
@@ -295,6 +301,84 @@ class ResidentDataLoader(_Position, GPUResidentLoader):
             seed = batch_seed(self.seed, epoch, index, self.rank)
             self._batches_done = index + 1
             yield [self.images.index_select(0, rows), self.labels.index_select(0, rows), seed]
+
+
+def training_images(
+    dataset: str, root: str | Path | None, img_size: int, limit: int = 0
+) -> Subset[Any]:
+    """The first ``limit`` training images of a named dataset, as uint8 tensors of one size.
+
+    An unreadable file in an image folder is replaced by the next readable image (every batch
+    stays full, which DDP needs) and counted in the folder dataset's ``num_skipped``, which
+    :func:`~ssl_mae.training.callbacks.count_skipped_files` reads through the ``Subset``.
+
+    Args:
+        dataset: A :func:`~ssl_mae.data.build_dataset` name (``"fashion_mnist"``, ``"folder"``...).
+        root: Its directory (None: the dataset's default location; required for a folder).
+        img_size: Side every image is resized to.
+        limit: Number of images to keep from the start of the dataset; 0 keeps all.
+
+    Returns:
+        A ``Subset`` yielding ``(uint8 image (C, img_size, img_size), label)``.
+    """
+    from ssl_mae.data import build_dataset
+
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a non-negative int (0: all images), got {limit!r}")
+    to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize((img_size, img_size))])
+    folder: dict[str, Any] = {"on_error": "replace"} if dataset == "folder" else {}
+    images = build_dataset(dataset, root=root, transform=to_tensor, **folder)
+    return Subset(images, range(len(images))[: limit or None])  # type: ignore[arg-type]
+
+
+def training_loader(
+    dataset: Dataset[Any],
+    batch_size: int,
+    seed: int,
+    num_workers: int,
+    gpu_data: bool,
+    device: torch.device | str,
+    *,
+    drop_last: bool = True,
+    num_replicas: int = 1,
+    rank: int = 0,
+) -> ResumableDataLoader | ResidentDataLoader:
+    """A seeded, resumable training loader: on the host, or resident on ``device``.
+
+    Both yield ``[uint8 images (B, C, H, W), labels (B,), batch seed]`` in the same order (each
+    epoch a permutation seeded by ``(seed, epoch)``, this rank's share of it) with the same seeds.
+
+    Args:
+        dataset: Map-style dataset of ``(uint8 image (C, H, W), label)``.
+        batch_size: Images per batch (per process).
+        seed: Run seed (order and batch seeds).
+        num_workers: DataLoader workers (for the host loader, and for decoding the resident one).
+        gpu_data: Decode the images once onto ``device`` (:class:`ResidentDataLoader`) instead of
+            loading every batch on the host (:class:`ResumableDataLoader`).
+        device: Where resident images are kept; unused by the host loader.
+        drop_last: Drop the last incomplete batch of each epoch.
+        num_replicas: Number of processes sharing every epoch (DDP).
+        rank: This process's rank.
+    """
+    if gpu_data:
+        return ResidentDataLoader(
+            *decode_images(dataset, num_workers),
+            batch_size,
+            device=device,
+            seed=seed,
+            drop_last=drop_last,
+            num_replicas=num_replicas,
+            rank=rank,
+        )
+    return ResumableDataLoader(
+        dataset,
+        batch_size,
+        seed=seed,
+        drop_last=drop_last,
+        num_replicas=num_replicas,
+        rank=rank,
+        num_workers=num_workers,
+    )
 
 
 class PretrainDataModule(pl.LightningDataModule):
