@@ -39,11 +39,11 @@ def add_parser(subparsers: Any) -> None:
     )
     opt.add_pool(parser)
     opt.add_eval_batch_size(parser)
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--num-workers",
+        "DataLoader workers (default: one per available CPU minus one, at most 8)",
         type=opt.nonnegative_int,
-        default=None,
-        help="DataLoader workers (default: one per available CPU minus one, at most 8)",
     )
     opt.add_device(parser)
     opt.add_debug(parser)

@@ -45,11 +45,11 @@ def add_parser(subparsers: Any) -> None:
         "--protocol", choices=PROTOCOLS, default="knn", help="evaluation protocol (default: knn)"
     )
     add_data_options(parser)
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--knn-k",
+        "knn: neighbours (default: 200, at most the mean number of images per class)",
         type=opt.positive_int,
-        default=None,
-        help="knn: neighbours (default: 200, at most the mean number of images per class)",
     )
     parser.add_argument(
         "--knn-temperature",
@@ -64,29 +64,29 @@ def add_parser(subparsers: Any) -> None:
         "before the cosine similarity (default: off; with --knn-k 20 --knn-temperature 0.02 "
         "it is the kNN protocol chosen on a validation split, docs/benchmarks.md)",
     )
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--epochs",
-        type=opt.positive_int,
-        default=None,
-        help="linear/finetune: training epochs (default linear: full-batch L-BFGS to "
+        "linear/finetune: training epochs (default linear: full-batch L-BFGS to "
         "convergence, at most 1000 iterations; giving --epochs, --batch-size or --base-lr trains "
         f"LARS on mini-batches instead, for at least 3000 steps and 30 epochs; finetune: "
         f"{FINETUNE_EPOCHS})",
-    )
-    parser.add_argument(
-        "--batch-size",
         type=opt.positive_int,
-        default=None,
-        help="linear/finetune: samples per step (default linear: the whole set with L-BFGS; with "
+    )
+    opt.add_unset(
+        parser,
+        "--batch-size",
+        "linear/finetune: samples per step (default linear: the whole set with L-BFGS; with "
         "LARS the set size / 8 rounded down to a power of two, in [16, 1024]; finetune: 64, at "
         "most the set size)",
+        type=opt.positive_int,
     )
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--base-lr",
-        type=opt.positive_float,
-        default=None,
-        help="linear/finetune: peak lr per 256 samples (default linear: none with L-BFGS, 1.0 "
+        "linear/finetune: peak lr per 256 samples (default linear: none with L-BFGS, 1.0 "
         "with LARS; finetune: 1e-3 with AdamW)",
+        type=opt.positive_float,
     )
     parser.add_argument("--seed", type=int, default=0, help="linear/finetune: seed (default: 0)")
     opt.add_pool(parser)
@@ -100,9 +100,7 @@ def add_parser(subparsers: Any) -> None:
     )
     opt.add_eval_batch_size(parser)
     opt.add_device(parser)
-    parser.add_argument(
-        "--output", default=None, help="also write the result to this JSON file (default: none)"
-    )
+    opt.add_unset(parser, "--output", "also write the result to this JSON file (default: none)")
     opt.add_debug(parser)
     parser.set_defaults(func=run)
 

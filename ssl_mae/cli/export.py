@@ -32,19 +32,19 @@ def add_parser(subparsers: Any) -> None:
     )
     opt.add_checkpoint(parser)
     parser.add_argument("--format", choices=FORMATS, required=True, help="what to write")
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--output",
-        default=None,
-        help="target folder (hf, timm) or file (official, safetensors) (default: beside the "
+        "target folder (hf, timm) or file (official, safetensors) (default: beside the "
         "checkpoint: CHECKPOINT_STEM-hf/, CHECKPOINT_STEM-timm/, CHECKPOINT_STEM.pth, "
         "CHECKPOINT_STEM.safetensors)",
     )
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--pool",
-        choices=opt.POOL_CHOICES,
-        default=None,
-        help="timm only: the pooling of model(x): mean (global_pool='avg' without fc_norm, as "
+        "timm only: the pooling of model(x): mean (global_pool='avg' without fc_norm, as "
         "ssl-mae's features) or cls (global_pool='token') (default: mean)",
+        choices=opt.POOL_CHOICES,
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing export at --output"

@@ -153,6 +153,19 @@ def parse_normalization(text: str | None) -> dict[str, list[float]] | str | None
 
 
 # --- options shared by several subcommands -----------------------------------------------------
+def add_unset(group: Any, flag: str, help: str, **settings: Any) -> None:
+    """Adds ``flag`` to a parser or argument group with the value None unless it is given: the
+    command resolves the default later (from the preset, the data, the checkpoint or its run).
+
+    Args:
+        group: An ``argparse.ArgumentParser`` or an argument group of one.
+        flag: The option, e.g. ``"--epochs"``.
+        help: Its help text.
+        **settings: Further ``add_argument`` settings (``type``, ``choices``, ``action``, ...).
+    """
+    group.add_argument(flag, default=None, help=help, **settings)
+
+
 def add_debug(parser: argparse.ArgumentParser) -> None:
     """``--debug``: tracebacks instead of one-line errors."""
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -185,16 +198,16 @@ def add_checkpoint(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_pool(parser: argparse.ArgumentParser) -> None:
-    """``--pool``."""
-    parser.add_argument("--pool", choices=POOL_CHOICES, default="mean", help=POOL_HELP)
+def add_pool(parser: Any, default: str | None = "mean") -> None:
+    """``--pool`` (``pretrain`` leaves it None: its run records the resolved value)."""
+    parser.add_argument("--pool", choices=POOL_CHOICES, default=default, help=POOL_HELP)
 
 
-def add_eval_batch_size(parser: argparse.ArgumentParser) -> None:
-    """``--eval-batch-size``."""
+def add_eval_batch_size(parser: Any, default: int | None = 256) -> None:
+    """``--eval-batch-size`` (256 images unless ``default`` says otherwise)."""
     parser.add_argument(
         "--eval-batch-size",
         type=positive_int,
-        default=256,
+        default=default,
         help="images per forward pass when extracting features (default: 256)",
     )

@@ -64,244 +64,225 @@ def add_parser(subparsers: Any) -> None:
         "evaluates kNN on labelled held-out images. Defaults come from the preset and the data "
         "(see 'ssl-mae presets'); --resume CHECKPOINT alone continues a run with its options.",
     )
+    # The groups, in the order --help lists them.
     data = parser.add_argument_group("data")
-    data.add_argument(
-        "--dataset",
-        default=None,
-        help=f"one of {sorted(DATASETS)} (default: fashion_mnist)",
-    )
-    data.add_argument(
-        "--data-path",
-        default=None,
-        help="data directory; for 'folder' the training images, either flat or one subfolder "
-        "per class (labels for kNN). Fashion-MNIST default: $SSL_MAE_FASHION_MNIST, the Debian "
-        "package (/usr/share/datasets/fashion-mnist), else a download",
-    )
-    data.add_argument(
-        "--val-path",
-        default=None,
-        help="'folder' only: held-out images for val_loss, the report's reconstructions and, "
-        "with class subfolders, the kNN queries (default: none)",
-    )
-    data.add_argument(
-        "--download",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="let torchvision download cifar10/cifar100/stl10 (and Fashion-MNIST into "
-        "--data-path) when the files are missing (default: off)",
-    )
-    data.add_argument(
-        "--num-workers",
-        type=opt.nonnegative_int,
-        default=None,
-        help="DataLoader worker processes (default: 0 for Fashion-MNIST, which is held in "
-        "memory; otherwise one per available CPU minus one, at most 8)",
-    )
-    data.add_argument(
-        "--limit-train-images",
-        type=opt.positive_int,
-        default=None,
-        help="train on the first N training images only (default: all)",
-    )
-    data.add_argument(
-        "--limit-test-images",
-        type=opt.positive_int,
-        default=None,
-        help="validate and query kNN with the first N held-out images only (default: all)",
-    )
-
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "--preset",
-        default=None,
-        help="model preset, one of "
-        + describe_presets().replace("'", "")
-        + f" (default: {DEFAULT_PRESET}); 'ssl-mae presets' shows their sizes and defaults",
-    )
-    model.add_argument(
-        "--img-size",
-        type=opt.positive_int,
-        default=None,
-        help="input size in pixels, a multiple of the patch size (16 for mae_hivit_*); images "
-        "are resized to it (default: the preset's: 224 for mae_vit_base_patch16, 28 for the "
-        "micro presets, 32 for mae_hivit_nano, so Fashion-MNIST's 28x28 becomes 32x32)",
-    )
-    model.add_argument(
-        "--in-chans",
-        type=opt.positive_int,
-        default=None,
-        choices=(1, 3),
-        help="image channels (default: 1 for Fashion-MNIST, 3 otherwise; folders are read as RGB)",
-    )
-    model.add_argument(
-        "--mask-ratio",
-        type=opt.mask_ratio,
-        default=None,
-        help="fraction of patches removed, in (0, 1) (default: the preset's, 0.75)",
-    )
-    model.add_argument(
-        "--norm-pix",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="predict per-patch normalised pixels (default: the preset's; on for mae_hivit_*, "
-        "off for the others)",
-    )
-
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument(
-        "--epochs",
-        type=opt.positive_int,
-        default=None,
-        help=f"training epochs (default: {DEFAULT_EPOCHS})",
-    )
-    optim.add_argument(
-        "--max-steps",
-        type=opt.positive_int,
-        default=None,
-        help="stop after N optimiser steps, even mid-epoch; the lr schedule spans the shorter "
-        "of --epochs and --max-steps (default: no limit)",
-    )
-    optim.add_argument(
-        "--batch-size",
-        type=opt.positive_int,
-        default=None,
-        help=f"images per device per step (default: {DEFAULT_BATCH_SIZE}, or for small training "
-        "sets the largest power of two that gives 4 steps per epoch)",
-    )
-    lr = optim.add_mutually_exclusive_group()
-    lr.add_argument(
-        "--base-lr",
-        type=opt.positive_float,
-        default=None,
-        help="peak lr per 256 images: lr = base_lr * batch * devices * nodes * accumulation / "
-        "256 (default: the preset's: 1.5e-4 for ViT-B/L/H and HiViT-T/S/B/L as in the papers, "
-        "1.5e-3 for the small presets; see 'ssl-mae presets')",
-    )
-    lr.add_argument(
-        "--lr", type=opt.positive_float, default=None, help="absolute peak lr (default: unset)"
-    )
-    optim.add_argument(
-        "--warmup-epochs",
-        type=opt.nonnegative_float,
-        default=None,
-        help="epochs of linear lr warmup before the cosine decay (default: 10%% of the run's "
-        "steps)",
-    )
-    optim.add_argument(
-        "--weight-decay",
-        type=opt.nonnegative_float,
-        default=None,
-        help="AdamW weight decay on weight matrices (default: 0.05)",
-    )
-    optim.add_argument(
-        "--accumulate-grad-batches",
-        type=opt.positive_int,
-        default=None,
-        help="optimiser step every N batches (default: 1)",
-    )
-    optim.add_argument(
-        "--min-scale",
-        type=opt.scale,
-        default=None,
-        help="smallest random-resized-crop area fraction (default: the preset's: 0.2, 0.5 for the "
-        "mae_vit_micro_patch7* presets)",
-    )
-    optim.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="seeds weights, data order, crops and masks (default: 0)",
-    )
-
     hardware = parser.add_argument_group("hardware (Lightning)")
-    hardware.add_argument(
-        "--accelerator",
-        default=None,
-        help="cpu, gpu, cuda, mps or auto (default: auto)",
-    )
-    hardware.add_argument(
-        "--devices",
-        type=opt.devices,
-        default=None,
-        help="devices per node, or 'auto' (default: auto = all of the accelerator's)",
-    )
-    hardware.add_argument(
-        "--num-nodes",
-        type=opt.positive_int,
-        default=None,
-        help="machines taking part (default: 1); start the command on each node with "
-        "MASTER_ADDR, MASTER_PORT, NODE_RANK set (or under SLURM/torchrun)",
-    )
-    hardware.add_argument(
-        "--strategy",
-        default=None,
-        help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, deepspeed, ... (default: auto = "
-        "ddp with more than one device)",
-    )
     fast = parser.add_argument_group(
         "fast path",
         "'auto' resolves from the training device: every part is on for a CUDA GPU and off on a "
         "CPU, where float32 eager training is both faster and the reference numbers; config.yaml "
         "records the resolved values (see docs/performance.md)",
     )
-    fast.add_argument(
+    output = parser.add_argument_group("output")
+    evaluation = parser.add_argument_group("evaluation after training")
+    opt.add_unset(data, "--dataset", f"one of {sorted(DATASETS)} (default: fashion_mnist)")
+    opt.add_unset(
+        data,
+        "--data-path",
+        "data directory; for 'folder' the training images, either flat or one subfolder "
+        "per class (labels for kNN). Fashion-MNIST default: $SSL_MAE_FASHION_MNIST, the Debian "
+        "package (/usr/share/datasets/fashion-mnist), else a download",
+    )
+    opt.add_unset(
+        data,
+        "--val-path",
+        "'folder' only: held-out images for val_loss, the report's reconstructions and, "
+        "with class subfolders, the kNN queries (default: none)",
+    )
+    opt.add_unset(
+        data,
+        "--download",
+        "let torchvision download cifar10/cifar100/stl10 (and Fashion-MNIST into "
+        "--data-path) when the files are missing (default: off)",
+        action=argparse.BooleanOptionalAction,
+    )
+    opt.add_unset(
+        data,
+        "--num-workers",
+        "DataLoader worker processes (default: 0 for Fashion-MNIST, which is held in "
+        "memory; otherwise one per available CPU minus one, at most 8)",
+        type=opt.nonnegative_int,
+    )
+    opt.add_unset(
+        data,
+        "--limit-train-images",
+        "train on the first N training images only (default: all)",
+        type=opt.positive_int,
+    )
+    opt.add_unset(
+        data,
+        "--limit-test-images",
+        "validate and query kNN with the first N held-out images only (default: all)",
+        type=opt.positive_int,
+    )
+    opt.add_unset(
+        model,
+        "--preset",
+        "model preset, one of "
+        + describe_presets().replace("'", "")
+        + f" (default: {DEFAULT_PRESET}); 'ssl-mae presets' shows their sizes and defaults",
+    )
+    opt.add_unset(
+        model,
+        "--img-size",
+        "input size in pixels, a multiple of the patch size (16 for mae_hivit_*); images "
+        "are resized to it (default: the preset's: 224 for mae_vit_base_patch16, 28 for the "
+        "micro presets, 32 for mae_hivit_nano, so Fashion-MNIST's 28x28 becomes 32x32)",
+        type=opt.positive_int,
+    )
+    opt.add_unset(
+        model,
+        "--in-chans",
+        "image channels (default: 1 for Fashion-MNIST, 3 otherwise; folders are read as RGB)",
+        type=opt.positive_int,
+        choices=(1, 3),
+    )
+    opt.add_unset(
+        model,
+        "--mask-ratio",
+        "fraction of patches removed, in (0, 1) (default: the preset's, 0.75)",
+        type=opt.mask_ratio,
+    )
+    opt.add_unset(
+        model,
+        "--norm-pix",
+        "predict per-patch normalised pixels (default: the preset's; on for mae_hivit_*, "
+        "off for the others)",
+        action=argparse.BooleanOptionalAction,
+    )
+    opt.add_unset(
+        optim, "--epochs", f"training epochs (default: {DEFAULT_EPOCHS})", type=opt.positive_int
+    )
+    opt.add_unset(
+        optim,
+        "--max-steps",
+        "stop after N optimiser steps, even mid-epoch; the lr schedule spans the shorter "
+        "of --epochs and --max-steps (default: no limit)",
+        type=opt.positive_int,
+    )
+    opt.add_unset(
+        optim,
+        "--batch-size",
+        f"images per device per step (default: {DEFAULT_BATCH_SIZE}, or for small training "
+        "sets the largest power of two that gives 4 steps per epoch)",
+        type=opt.positive_int,
+    )
+    lr = optim.add_mutually_exclusive_group()
+    opt.add_unset(
+        lr,
+        "--base-lr",
+        "peak lr per 256 images: lr = base_lr * batch * devices * nodes * accumulation / "
+        "256 (default: the preset's: 1.5e-4 for ViT-B/L/H and HiViT-T/S/B/L as in the papers, "
+        "1.5e-3 for the small presets; see 'ssl-mae presets')",
+        type=opt.positive_float,
+    )
+    opt.add_unset(lr, "--lr", "absolute peak lr (default: unset)", type=opt.positive_float)
+    opt.add_unset(
+        optim,
+        "--warmup-epochs",
+        "epochs of linear lr warmup before the cosine decay (default: 10%% of the run's steps)",
+        type=opt.nonnegative_float,
+    )
+    opt.add_unset(
+        optim,
+        "--weight-decay",
+        "AdamW weight decay on weight matrices (default: 0.05)",
+        type=opt.nonnegative_float,
+    )
+    opt.add_unset(
+        optim,
+        "--accumulate-grad-batches",
+        "optimiser step every N batches (default: 1)",
+        type=opt.positive_int,
+    )
+    opt.add_unset(
+        optim,
+        "--min-scale",
+        "smallest random-resized-crop area fraction (default: the preset's: 0.2, 0.5 for the "
+        "mae_vit_micro_patch7* presets)",
+        type=opt.scale,
+    )
+    opt.add_unset(
+        optim, "--seed", "seeds weights, data order, crops and masks (default: 0)", type=int
+    )
+    opt.add_unset(hardware, "--accelerator", "cpu, gpu, cuda, mps or auto (default: auto)")
+    opt.add_unset(
+        hardware,
+        "--devices",
+        "devices per node, or 'auto' (default: auto = all of the accelerator's)",
+        type=opt.devices,
+    )
+    opt.add_unset(
+        hardware,
+        "--num-nodes",
+        "machines taking part (default: 1); start the command on each node with "
+        "MASTER_ADDR, MASTER_PORT, NODE_RANK set (or under SLURM/torchrun)",
+        type=opt.positive_int,
+    )
+    opt.add_unset(
+        hardware,
+        "--strategy",
+        "Lightning strategy: auto, ddp, ddp_spawn, fsdp, deepspeed, ... (default: auto = "
+        "ddp with more than one device)",
+    )
+    opt.add_unset(
+        fast,
         "--precision",
+        "Lightning precision (default: bf16-mixed on a CUDA GPU with bf16, else 32-true)",
         choices=PRECISIONS,
-        default=None,
-        help="Lightning precision (default: bf16-mixed on a CUDA GPU with bf16, else 32-true)",
     )
-    fast.add_argument(
+    opt.add_unset(
+        fast,
         "--compile",
-        choices=SWITCHES,
-        default=None,
-        help="torch.compile the model; a compilation failure runs it eagerly with one warning "
+        "torch.compile the model; a compilation failure runs it eagerly with one warning "
         "(default: auto = on for CUDA, off on CPU)",
+        choices=SWITCHES,
     )
-    fast.add_argument(
+    opt.add_unset(
+        fast,
         "--fused-adamw",
+        "the fused AdamW kernel (default: auto = on for CUDA, off on CPU)",
         choices=SWITCHES,
-        default=None,
-        help="the fused AdamW kernel (default: auto = on for CUDA, off on CPU)",
     )
-    fast.add_argument(
+    opt.add_unset(
+        fast,
         "--gpu-data",
-        choices=SWITCHES,
-        default=None,
-        help="decode the training images once, keep them on the device as uint8 and crop, "
+        "decode the training images once, keep them on the device as uint8 and crop, "
         "flip and normalise them there; the same batches as the host loader (default: auto = "
         "on for CUDA when they fit --gpu-data-max-mb and a quarter of the free GPU memory, "
         "off on CPU)",
+        choices=SWITCHES,
     )
-    fast.add_argument(
+    opt.add_unset(
+        fast,
         "--gpu-data-max-mb",
-        type=opt.positive_float,
-        default=None,
-        help=f"largest decoded training set --gpu-data auto keeps on the GPU, in MiB (default: "
+        f"largest decoded training set --gpu-data auto keeps on the GPU, in MiB (default: "
         f"{DEFAULT_GPU_DATA_MAX_MB})",
+        type=opt.positive_float,
     )
-    fast.add_argument(
+    opt.add_unset(
+        fast,
         "--check-loss-every-n-steps",
-        type=opt.positive_int,
-        default=None,
-        help="read the non-finite-loss flag, which accumulates on the device, every N steps; "
+        "read the non-finite-loss flag, which accumulates on the device, every N steps; "
         "it is also read before every checkpoint, so a NaN never reaches one (default: 1 on "
         "CPU, where a read costs nothing; --log-every-n-steps on CUDA, so no step waits for "
         "the GPU)",
+        type=opt.positive_int,
     )
-
-    output = parser.add_argument_group("output")
-    output.add_argument(
+    opt.add_unset(
+        output,
         "--output-dir",
-        default=None,
-        help="the run's folder (default: runs/mae; with --resume the checkpoint's folder)",
+        "the run's folder (default: runs/mae; with --resume the checkpoint's folder)",
     )
-    output.add_argument(
+    opt.add_unset(
+        output,
         "--resume",
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue the run saved in CHECKPOINT (e.g. runs/mae/last.ckpt) with its options; "
+        "continue the run saved in CHECKPOINT (e.g. runs/mae/last.ckpt) with its options; "
         "only " + ", ".join(option_name(k) for k in MAY_CHANGE) + " may be given differently "
         "(default: a new run)",
+        metavar="CHECKPOINT",
     )
     output.add_argument(
         "--overwrite",
@@ -309,68 +290,61 @@ def add_parser(subparsers: Any) -> None:
         help="start afresh in an --output-dir that holds a run (all its checkpoints, logs and "
         "results are removed first)",
     )
-    output.add_argument(
+    opt.add_unset(
+        output,
         "--checkpoint-every-n-steps",
+        "also write last.ckpt every N optimiser steps (default: 100)",
         type=opt.positive_int,
-        default=None,
-        help="also write last.ckpt every N optimiser steps (default: 100)",
     )
-    output.add_argument(
+    opt.add_unset(
+        output,
         "--logger",
-        choices=("csv", "tensorboard", "none"),
-        default=None,
-        help="training logs in OUTPUT/logs: csv, tensorboard (CSV and TensorBoard; needs "
+        "training logs in OUTPUT/logs: csv, tensorboard (CSV and TensorBoard; needs "
         "'pip install tensorboard') or none (default: csv)",
+        choices=("csv", "tensorboard", "none"),
     )
-    output.add_argument(
+    opt.add_unset(
+        output,
         "--log-every-n-steps",
-        type=opt.positive_int,
-        default=None,
-        help="log loss and lr every N steps, and print a line every N steps with --no-progress "
+        "log loss and lr every N steps, and print a line every N steps with --no-progress "
         "(default: 50, at most once per epoch)",
+        type=opt.positive_int,
     )
-    output.add_argument(
+    opt.add_unset(
+        output,
         "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bars (default: on); --no-progress prints one line every "
+        "progress bars (default: on); --no-progress prints one line every "
         "--log-every-n-steps steps instead",
+        action=argparse.BooleanOptionalAction,
     )
-    output.add_argument(
+    opt.add_unset(
+        output,
         "--report",
+        "write report.md with curves and reconstructions at the end (default: on)",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="write report.md with curves and reconstructions at the end (default: on)",
     )
-
-    evaluation = parser.add_argument_group("evaluation after training")
-    evaluation.add_argument(
+    opt.add_unset(
+        evaluation,
         "--knn",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="kNN top-1/top-5 on the held-out images (default: when they are labelled; a flat "
+        "kNN top-1/top-5 on the held-out images (default: when they are labelled; a flat "
         "folder or a folder without --val-path is skipped with a note)",
+        action=argparse.BooleanOptionalAction,
     )
-    evaluation.add_argument(
+    opt.add_unset(
+        evaluation,
         "--knn-k",
-        type=opt.positive_int,
-        default=None,
-        help="kNN neighbours (default: 200, at most the mean number of images per class; a "
+        "kNN neighbours (default: 200, at most the mean number of images per class; a "
         "larger k than the bank holds is clamped with a warning)",
-    )
-    evaluation.add_argument(
-        "--knn-temperature",
-        type=opt.positive_float,
-        default=None,
-        help="kNN vote temperature (default: 0.07)",
-    )
-    evaluation.add_argument("--pool", choices=opt.POOL_CHOICES, default=None, help=opt.POOL_HELP)
-    evaluation.add_argument(
-        "--eval-batch-size",
         type=opt.positive_int,
-        default=None,
-        help="images per forward pass when extracting features (default: 256)",
     )
+    opt.add_unset(
+        evaluation,
+        "--knn-temperature",
+        "kNN vote temperature (default: 0.07)",
+        type=opt.positive_float,
+    )
+    opt.add_pool(evaluation, default=None)
+    opt.add_eval_batch_size(evaluation, default=None)
     opt.add_debug(parser)
     parser.set_defaults(func=run)
 
@@ -510,7 +484,7 @@ def _resume(args: argparse.Namespace, given: Mapping[str, Any]) -> tuple[dict[st
 # --- the run --------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     """``ssl-mae pretrain``: resolve the options, train, evaluate, write results and report."""
-    from ssl_mae.cli.data import check_dir, check_same_classes, load_split, num_classes_of
+    from ssl_mae.cli.data import check_dir, check_same_classes, num_classes_of
     from ssl_mae.cli.defaults import default_batch_size
     from ssl_mae.cli.run_config import given_options, new_run_id
     from ssl_mae.cli.rundir import OutputLock, is_launcher_process
@@ -547,16 +521,7 @@ def run(args: argparse.Namespace) -> int:
     if config["pool"] == "cls" and int(encoder.num_prefix_tokens) == 0:
         raise UsageError("--pool cls needs a class token, but this model has none; use --pool mean")
 
-    split = dict(
-        dataset=config["dataset"],
-        data_path=config["data_path"],
-        val_path=config["val_path"],
-        img_size=config["img_size"],
-        in_chans=config["in_chans"],
-        download=bool(config["download"]),
-    )
-    train_set = load_split(**split, train=True, limit=config["limit_train_images"])
-    val_set = load_split(**split, train=False, limit=config["limit_test_images"])
+    train_set, val_set = _load_splits(config, download=bool(config["download"]))
     if config["batch_size"] is None:
         config["batch_size"] = default_batch_size(len(train_set))
     num_classes = num_classes_of(config["dataset"], train_set)
@@ -873,6 +838,25 @@ def _fit_and_report(
     return 0
 
 
+def _load_splits(config: Mapping[str, Any], **settings: Any) -> tuple[Any, Any]:
+    """The training and held-out splits of the run's data at its input size and channels, each
+    limited as ``--limit-train-images`` / ``--limit-test-images`` say; ``settings`` are further
+    arguments of :func:`ssl_mae.cli.data.load_split` (``download``, ``evaluation``)."""
+    from ssl_mae.cli.data import load_split
+
+    split = dict(
+        dataset=config["dataset"],
+        data_path=config["data_path"],
+        val_path=config["val_path"],
+        img_size=config["img_size"],
+        in_chans=config["in_chans"],
+        **settings,
+    )
+    train = load_split(**split, train=True, limit=config["limit_train_images"])
+    held_out = load_split(**split, train=False, limit=config["limit_test_images"])
+    return train, held_out
+
+
 def _record_failure(results: Any, status: str) -> None:
     """Writes ``metrics.json`` of a failed run (no report); a second failure, e.g. the same full
     disk, must not hide the first one."""
@@ -886,20 +870,10 @@ def _record_failure(results: Any, status: str) -> None:
 
 
 def _knn(config: Mapping[str, Any], model: Any, num_classes: int, trainer: Any) -> dict[str, Any]:
-    from ssl_mae.cli.data import load_split
     from ssl_mae.evaluation import knn_evaluate
 
     started = time.perf_counter()
-    split = dict(
-        dataset=config["dataset"],
-        data_path=config["data_path"],
-        val_path=config["val_path"],
-        img_size=config["img_size"],
-        in_chans=config["in_chans"],
-        evaluation=True,
-    )
-    bank = load_split(**split, train=True, limit=config["limit_train_images"])
-    queries = load_split(**split, train=False, limit=config["limit_test_images"])
+    bank, queries = _load_splits(config, evaluation=True)
     result: dict[str, Any] = knn_evaluate(
         model.feature_encoder(),
         bank,

@@ -30,27 +30,27 @@ def add_parser(subparsers: Any) -> None:
         "are resized to the checkpoint's input size and normalised as in its run.",
     )
     opt.add_checkpoint(parser)
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--images",
+        "image files to reconstruct (default: random images of the dataset)",
         nargs="+",
-        default=None,
         metavar="FILE",
-        help="image files to reconstruct (default: random images of the dataset)",
     )
     parser.add_argument(
         "--output", default="reconstruction.png", help="PNG file (default: reconstruction.png)"
     )
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--num-images",
+        f"dataset images: rows of the grid (default: {DEFAULT_NUM_IMAGES})",
         type=opt.positive_int,
-        default=None,
-        help=f"dataset images: rows of the grid (default: {DEFAULT_NUM_IMAGES})",
     )
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--mask-ratio",
+        "fraction of patches removed, in [0, 1) (default: the checkpoint's)",
         type=opt.ratio,
-        default=None,
-        help="fraction of patches removed, in [0, 1) (default: the checkpoint's)",
     )
     parser.add_argument(
         "--norm-pix-stats",

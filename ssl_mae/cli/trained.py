@@ -58,44 +58,39 @@ def resolve_device(name: str) -> Any:
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     """The dataset options; each defaults to the value of the checkpoint's run."""
     note = " (default: the checkpoint's run's)"
-    parser.add_argument(
-        "--dataset",
-        default=None,
-        help="fashion_mnist, folder, cifar10, cifar100 or stl10" + note,
-    )
-    parser.add_argument(
+    opt.add_unset(parser, "--dataset", "fashion_mnist, folder, cifar10, cifar100 or stl10" + note)
+    opt.add_unset(
+        parser,
         "--data-path",
-        default=None,
-        help="data directory; for 'folder' the training images, one subfolder per class" + note,
+        "data directory; for 'folder' the training images, one subfolder per class" + note,
     )
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--val-path",
-        default=None,
-        help="'folder' only: the labelled test images, the same class subfolders" + note,
+        "'folder' only: the labelled test images, the same class subfolders" + note,
     )
     parser.add_argument(
         "--download",
         action="store_true",
         help="let torchvision download a missing cifar10/cifar100/stl10 (default: off)",
     )
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--num-workers",
+        "DataLoader workers (default: 0 for Fashion-MNIST, else one per CPU minus one, at most 8)",
         type=opt.nonnegative_int,
-        default=None,
-        help="DataLoader workers (default: 0 for Fashion-MNIST, else one per CPU minus one, "
-        "at most 8)",
     )
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--limit-train-images",
+        "use the first N training images only (default: all)",
         type=opt.positive_int,
-        default=None,
-        help="use the first N training images only (default: all)",
     )
-    parser.add_argument(
+    opt.add_unset(
+        parser,
         "--limit-test-images",
+        "use the first N test images only (default: all)",
         type=opt.positive_int,
-        default=None,
-        help="use the first N test images only (default: all)",
     )
 
 

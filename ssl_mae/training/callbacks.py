@@ -47,6 +47,28 @@ __all__ = [
 ]
 
 
+class _AfterEachTrainBatch(pl.Callback):
+    """A callback that acts after every training batch: Lightning's ``on_train_batch_end``
+    calls :meth:`after_train_batch` with the arguments these callbacks use."""
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Calls :meth:`after_train_batch`."""
+        self.after_train_batch(trainer, pl_module, batch)
+
+    def after_train_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any
+    ) -> None:
+        """What the callback does after the training batch ``batch`` (its optimiser step)."""
+        raise NotImplementedError
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised by :class:`NonFiniteLossGuard` when the training loss is NaN or infinite."""
 
@@ -187,7 +209,7 @@ class SkippedFilesReport(pl.Callback):
 
 
 # --- checkpoints and stopping --------------------------------------------------------------------
-class LastCheckpoint(pl.callbacks.Checkpoint):
+class LastCheckpoint(_AfterEachTrainBatch, pl.callbacks.Checkpoint):
     """Writes ``dirpath/last.ckpt``, the run's newest state, and nothing else.
 
     Saved after every ``every_n_steps`` optimiser steps, after every validation and at the end
@@ -222,13 +244,8 @@ class LastCheckpoint(pl.callbacks.Checkpoint):
         if self.saved_step != trainer.global_step:
             self.save(trainer)
 
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+    def after_train_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any
     ) -> None:
         """Saves every ``every_n_steps`` optimiser steps."""
         step = trainer.global_step
@@ -260,7 +277,7 @@ class _PendingStop(Protocol):
     pending: int | None
 
 
-class StopAtStepBoundary(pl.Callback):
+class StopAtStepBoundary(_AfterEachTrainBatch):
     """Stops training cleanly after the current step when a stop signal is pending.
 
     After the step (or the validation) in which the signal arrived, ``last.ckpt`` is saved and
@@ -292,13 +309,8 @@ class StopAtStepBoundary(pl.Callback):
             self.checkpoint.save_if_new(trainer)
         raise StopRequested(signum or 15, str(self.checkpoint.path))
 
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+    def after_train_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any
     ) -> None:
         """Checks for a pending stop after every training step."""
         self._stop_if_requested(trainer, after_validation=False)
@@ -317,17 +329,12 @@ def _optimizer_lr(trainer: pl.Trainer) -> float | None:
     return None
 
 
-class LearningRateLog(pl.Callback):
+class LearningRateLog(_AfterEachTrainBatch):
     """Logs ``lr``, the learning rate of the step just taken (first parameter group; the MAE
     recipe gives every group the same schedule)."""
 
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+    def after_train_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any
     ) -> None:
         """Logs the learning rate the optimiser used for this step."""
         lr = _optimizer_lr(trainer)
@@ -343,7 +350,7 @@ def _batch_images(batch: Any) -> int:
     return int(images.shape[0]) if isinstance(images, torch.Tensor) and images.ndim > 0 else 0
 
 
-class Throughput(pl.Callback):
+class Throughput(_AfterEachTrainBatch):
     """Measures training images per second (data loading included, validation excluded) and
     logs ``throughput`` once per epoch.
 
@@ -374,13 +381,8 @@ class Throughput(pl.Callback):
         self._epoch_images, self._epoch_seconds = 0, 0.0
         self._last = time.perf_counter()
 
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+    def after_train_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any
     ) -> None:
         """Adds the time since the previous step (loading included) and the batch's images."""
         now = time.perf_counter()
@@ -410,7 +412,7 @@ class Throughput(pl.Callback):
         self._last = time.perf_counter()
 
 
-class ProgressLog(pl.Callback):
+class ProgressLog(_AfterEachTrainBatch):
     """Prints one line every ``every_n_steps`` optimiser steps (for runs without progress bars):
     ``epoch 2/12  step 400/2808  train_loss 0.4123  lr 1.20e-03  1843 img/s``.
 
@@ -427,13 +429,8 @@ class ProgressLog(pl.Callback):
         self.throughput = throughput
         self.stream = stream
 
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+    def after_train_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any
     ) -> None:
         """Prints the progress line on global rank 0."""
         step = trainer.global_step
