@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark, require_fashion_mnist
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "fashion_mnist.py"
 TINY = [
     "--train-subset", "256", "--test-subset", "128", "--epochs", "2", "--eval-epochs", "1",
     "--batch-size", "128", "--patch-size", "7", "--embed-dim", "32", "--depth", "1",
@@ -22,23 +20,13 @@ TINY = [
 
 
 def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmark_fashion_mnist", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fashion_mnist.py", "benchmark_fashion_mnist")
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     pytest.importorskip("lightly")
-    try:
-        from ssl_mae.data import load_fashion_mnist
-
-        load_fashion_mnist(train=False, download=False)
-    except FileNotFoundError:
-        pytest.skip("Fashion-MNIST IDX files are not installed")
+    require_fashion_mnist()
     return _load_script()
 
 
@@ -152,13 +140,7 @@ def test_rejects_invalid_arguments(bench: ModuleType) -> None:
 
 
 def _load_recipes() -> ModuleType:
-    path = SCRIPT.parent / "recipes" / "mae_recipes.py"
-    spec = importlib.util.spec_from_file_location("benchmark_mae_recipes", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("recipes/mae_recipes.py", "benchmark_mae_recipes")
 
 
 def test_imagenet_recipes_use_the_official_hyper_parameters() -> None:
@@ -248,12 +230,7 @@ def test_budgeted_run_with_partial_decoding_finetune_and_scratch(
 
 
 def test_search_budgets_steps_from_measured_throughput() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_fashion_mnist_search", SCRIPT.parent / "fashion_mnist_search.py"
-    )
-    assert spec is not None and spec.loader is not None
-    search = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(search)
+    search = load_benchmark("fashion_mnist_search.py", "benchmark_fashion_mnist_search")
     rates = {"base/pretrain": 500.0, "p7_normpix/pretrain": 300.0, "p4/pretrain": 100.0}
     # norm-pix has the same step compute as base: both use the median of their rates.
     assert search.pretrain_rate("p7_normpix", rates) == search.pretrain_rate("base", rates) == 400

@@ -3,33 +3,20 @@ the test rows score exactly what they name."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benchmark_scripts import load_benchmark, require_fashion_mnist
 
 from ssl_mae.evaluation import knn_accuracy
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "knn_protocols.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    try:
-        from ssl_mae.data import load_fashion_mnist
-
-        load_fashion_mnist(train=False, download=False)
-    except FileNotFoundError:
-        pytest.skip("Fashion-MNIST IDX files are not installed")
-    spec = importlib.util.spec_from_file_location("benchmark_knn_protocols", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    require_fashion_mnist()
+    return load_benchmark("knn_protocols.py", "benchmark_knn_protocols")
 
 
 def test_pixel_rows_choose_on_validation_and_score_the_test_split(

@@ -3,16 +3,14 @@ tiny subset of Fashion-MNIST."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark, require_fashion_mnist
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "variants.py"
 TINY = [
     "--presets", "mae_vit_micro_patch4", "mae_pixio_micro_patch4",
     "mae_vit_micro_patch4@decode=0.25", "lightly_mae_micro_patch7_dec1", "--budget-s", "1",
@@ -24,18 +22,8 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    try:
-        from ssl_mae.data import load_fashion_mnist
-
-        load_fashion_mnist(train=False, download=False)
-    except FileNotFoundError:
-        pytest.skip("Fashion-MNIST IDX files are not installed")
-    spec = importlib.util.spec_from_file_location("benchmark_variants", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    require_fashion_mnist()
+    return load_benchmark("variants.py", "benchmark_variants")
 
 
 def test_equal_wall_clock_budget_follows_the_measured_throughput(
