@@ -33,6 +33,14 @@ from ssl_mae.training.fast import resolve_fast_defaults
 from ssl_mae.training.module import PretrainModule
 
 MiB = 2**20
+#: The resolved fast path of a CPU run, and of a CUDA run that turns every part off.
+EVERY_PART_OFF = {
+    "precision": "32-true",
+    "compile": "off",
+    "fused_adamw": "off",
+    "gpu_data": "off",
+    "check_loss_every_n_steps": 1,
+}
 NORMALIZE = {"mean": [0.5], "std": [0.25]}
 
 
@@ -57,13 +65,7 @@ def test_cuda_defaults_turn_every_part_of_the_fast_path_on() -> None:
 
 def test_cpu_defaults_are_float32_eager_with_a_per_step_check() -> None:
     fast = resolve_fast_defaults("cpu", 47 * MiB, None)
-    assert fast.as_config() == {
-        "precision": "32-true",
-        "compile": "off",
-        "fused_adamw": "off",
-        "gpu_data": "off",
-        "check_loss_every_n_steps": 1,
-    }
+    assert fast.as_config() == EVERY_PART_OFF
 
 
 @pytest.mark.parametrize(
@@ -94,13 +96,7 @@ def test_given_choices_win_over_the_device_defaults() -> None:
         gpu_data="off",
         check_loss_every_n_steps=1,
     )
-    assert fast.as_config() == {
-        "precision": "32-true",
-        "compile": "off",
-        "fused_adamw": "off",
-        "gpu_data": "off",
-        "check_loss_every_n_steps": 1,
-    }
+    assert fast.as_config() == EVERY_PART_OFF
     assert fast.reasons == {}
     on_cpu = resolve_fast_defaults("cpu", 1, None, gpu_data="on", fused_adamw="on")
     assert on_cpu.gpu_data and on_cpu.fused_adamw and not on_cpu.compile
