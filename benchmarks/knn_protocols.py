@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ssl_mae.data import TensorImageDataset, load_fashion_mnist
+from ssl_mae.data.normalize import normalize_images
 from ssl_mae.evaluation import knn_accuracy, standardize_features
 from ssl_mae.evaluation.protocols import frozen_features
 from ssl_mae.export import RECORDED, load_trained_model
@@ -91,8 +92,8 @@ def parse_protocol(spec: str) -> dict[str, Any]:
 
 def pixels(images: Tensor) -> Tensor:
     """(N, 28, 28) uint8 -> (N, 784) normalised pixels, as every model sees them."""
-    mean, std = FASHION_MNIST_NORMALIZE["mean"][0], FASHION_MNIST_NORMALIZE["std"][0]
-    return ((images.float() / 255 - mean) / std).flatten(1)
+    size = (images.shape[-2], images.shape[-1])
+    return normalize_images(images.unsqueeze(1), FASHION_MNIST_NORMALIZE, size).flatten(1)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
