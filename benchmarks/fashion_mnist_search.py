@@ -293,6 +293,14 @@ def run_final(args: argparse.Namespace) -> None:
     rates = load_throughput(args.throughput)
     name = args.name
     lightly = lightly_example(name)
+    needed = [f"{name}/pretrain", f"{name}/supervised"]
+    needed += [f"{lightly}/pretrain"] if "lightly" in args.arms else []
+    missing = [key for key in needed if key not in rates]
+    if missing:
+        raise SystemExit(
+            f"{args.throughput} has no measured rate for {missing}: run the 'throughput' step "
+            f"for {name}" + (" with --lightly-example" if "lightly" in args.arms else "")
+        )
     batch = int(CANDIDATES[name]["--batch-size"])
     supervised_batch = 256
     supervised_rate = rates[f"{name}/supervised"]
@@ -301,7 +309,7 @@ def run_final(args: argparse.Namespace) -> None:
     scratch_steps = round(
         (args.budget_s + args.finetune_budget_s) * supervised_rate / supervised_batch
     )
-    lightly_steps = round(args.budget_s * rates[f"{lightly}/pretrain"] / batch)
+    lightly_steps = round(args.budget_s * rates.get(f"{lightly}/pretrain", 0.0) / batch)
     per_epoch = 60_000 // supervised_batch
     common = [
         *("--baseline", "none", "--threads", "1", "--seed", str(args.seed), "--plot", ""),

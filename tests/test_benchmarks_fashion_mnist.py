@@ -239,3 +239,25 @@ def test_search_budgets_steps_from_measured_throughput() -> None:
     lightly = search.lightly_example("p7_dec1")
     assert search.CANDIDATES[lightly]["--decoder-dim"] == "512"
     assert search.CANDIDATES[lightly]["--impl"] == "lightly"
+
+
+def test_final_needs_only_the_rates_of_the_arms_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    search = load_benchmark("fashion_mnist_search.py", "benchmark_fashion_mnist_search")
+    rates = {"p7_dec1/pretrain": 1024.0, "p7_dec1/supervised": 512.0}
+    throughput = tmp_path / "throughput.json"
+    throughput.write_text(json.dumps({"img_per_s": rates}))
+    runs: list[list[str]] = []
+    monkeypatch.setattr(search.bench, "main", lambda argv: runs.append(list(argv)))
+    common = ["final", "p7_dec1", "--budget-s", "100", "--finetune-budget-s", "50"]
+    common += ["--throughput", str(throughput), "--output-dir", str(tmp_path)]
+    search.main([*common, "--arms", "finetune", "scratch"])
+    finetune, scratch = runs
+    # 100 s at 1024 img/s in batches of 256 = 400 steps; 50 s at 512 img/s = 100 steps; the
+    # scratch arm gets the sum of both budgets at the supervised rate, 150 s = 300 steps.
+    assert finetune[finetune.index("--max-steps") + 1] == "400"
+    assert finetune[finetune.index("--finetune-max-steps") + 1] == "100"
+    assert scratch[scratch.index("--scratch-max-steps") + 1] == "300"
+    with pytest.raises(SystemExit, match="lightly_example_p7_dec1/pretrain"):
+        search.main([*common, "--arms", "lightly"])
