@@ -11,6 +11,10 @@ normalised pixels, so both rows get the same chance.
 
 Transforms: ``raw`` (cosine of the features), ``center`` (minus the bank mean), ``standardize``
 (z-scored with the bank's mean and std, ``ssl_mae.evaluation.standardize_features``).
+
+``--token-blocks 1 4`` adds feature sets that keep the spatial layout the pooling throws away:
+the patch tokens of one block (after the encoder's final norm), flattened to (N, patches * D),
+the way the pixels keep theirs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ssl_mae.data.normalize import normalize_images
 from ssl_mae.evaluation import knn_accuracy, standardize_features
 from ssl_mae.evaluation.protocols import frozen_features
 from ssl_mae.export import RECORDED, load_trained_model
+from ssl_mae.modules.encoder import MaskedEncoderBase
 from ssl_mae.transforms import FASHION_MNIST_NORMALIZE
 
 TRANSFORMS = ("raw", "center", "standardize")
@@ -82,6 +87,32 @@ def search(
     return rows
 
 
+def block_tokens(
+    encoder: MaskedEncoderBase, images: Tensor, blocks: Sequence[int], batch_size: int = 1000
+) -> dict[int, Tensor]:
+    """Flattened patch tokens of the given blocks (1-based), after the final norm.
+
+    Args:
+        encoder: The project's masked ViT encoder (timm or torchvision based).
+        images: (N, C, H, W) normalised images.
+        blocks: Block numbers, 1 = the first block.
+
+    Returns:
+        ``{block: (N, patches * D)}``.
+    """
+    prefix = encoder.num_prefix_tokens
+    chunks: dict[int, list[Tensor]] = {block: [] for block in blocks}
+    with torch.no_grad():
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size]
+            _, per_block = encoder.forward_intermediates(batch, norm=True)
+            for block in blocks:
+                if not 1 <= block <= len(per_block):
+                    raise ValueError(f"block must be in [1, {len(per_block)}], got {block}")
+                chunks[block].append(per_block[block - 1][:, prefix:].flatten(1))
+    return {block: torch.cat(parts) for block, parts in chunks.items()}
+
+
 def parse_protocol(spec: str) -> dict[str, Any]:
     """``TRANSFORM:K:T`` (e.g. ``standardize:20:0.02``) -> a protocol dict."""
     how, k, t = spec.split(":")
@@ -111,6 +142,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="more protocols scored on the test split for every feature set (e.g. one set's "
         "choice applied to the other)",
     )
+    parser.add_argument(
+        "--token-blocks",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="BLOCK",
+        help="also score the flattened patch tokens of these blocks (1-based)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N train/test images")
     parser.add_argument("--num-validation", type=int, default=10_000, help="last N train images")
     parser.add_argument("--threads", type=int, default=None)
@@ -121,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         [parse_protocol(spec) for spec in args.also]
     except ValueError as error:
         parser.error(f"--also: {error}")
+    if args.token_blocks and args.checkpoint is None:
+        parser.error("--token-blocks needs --checkpoint")
     if args.checkpoint is None and args.no_pixels:
         parser.error("nothing to score: give --checkpoint or drop --no-pixels")
     if args.threads:
@@ -145,6 +186,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         train = (features(train_images, train_y), train_y)
         rows += search("mae", train, (features(test_images, test_y), test_y), args)
+        if args.token_blocks:
+            encoder = trained.encoder.eval()
+            if not isinstance(encoder, MaskedEncoderBase):
+                parser.error(f"--token-blocks needs a masked ViT encoder, got {type(encoder)}")
+
+            def tokens(images: Tensor) -> dict[int, Tensor]:
+                batch = normalize_images(images.unsqueeze(1), prep.normalize, prep.image_size)
+                return block_tokens(encoder, batch, args.token_blocks)
+
+            train_tokens, test_tokens = tokens(train_images), tokens(test_images)
+            for block in args.token_blocks:
+                train = (train_tokens[block], train_y)
+                test = (test_tokens[block], test_y)
+                rows += search(f"mae tokens of block {block}", train, test, args)
     if not args.no_pixels:
         rows += search(
             "pixels", (pixels(train_images), train_y), (pixels(test_images), test_y), args
@@ -153,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "benchmark": "knn_protocols",
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "layers": args.layers,
+        "token_blocks": args.token_blocks,
         "validation": f"last {args.num_validation} training images; bank: the others",
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -49,3 +49,26 @@ def test_pixel_rows_choose_on_validation_and_score_the_test_split(
         bench.main(["--no-pixels"])  # nothing to score
     with pytest.raises(SystemExit):
         bench.main(["--also", "whiten:3:0.1"])
+
+
+def test_block_tokens_keep_every_patch_of_the_named_block(bench: ModuleType) -> None:
+    import torch
+
+    from ssl_mae.models.presets import build_model
+
+    encoder = build_model("mae_vit_micro_patch7", embed_dim=32, num_heads=2).masked_autoencoder
+    encoder = encoder.encoder.eval()
+    images = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    tokens = bench.block_tokens(encoder, images, [1, 4], batch_size=2)
+    with torch.no_grad():
+        _, per_block = encoder.forward_intermediates(images, norm=True)
+    assert set(tokens) == {1, 4}
+    for block in (1, 4):
+        assert tokens[block].shape == (5, 16 * 32)  # 16 patches of width 32, no class token
+        expected = per_block[block - 1][:, 1:].reshape(5, -1)
+        torch.testing.assert_close(tokens[block], expected)
+    assert not torch.equal(tokens[1], tokens[4])
+    with pytest.raises(ValueError, match="block must be in"):
+        bench.block_tokens(encoder, images, [5])
+    with pytest.raises(SystemExit):
+        bench.main(["--token-blocks", "1"])  # needs a checkpoint
