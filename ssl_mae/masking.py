@@ -72,6 +72,24 @@ def _check_noise(noise: Tensor, batch_size: int, length: int, what: str) -> Tens
     return check_finite(noise, "noise")
 
 
+def _noise_or_draw(
+    noise: Tensor | None,
+    batch_size: int,
+    length: int,
+    what: str,
+    device: torch.device | str | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """The (B, length) masking noise: ``noise`` once checked, or uniform noise drawn on the
+    generator's device (so a CPU generator seeds CUDA masks) and moved to ``device``."""
+    if noise is not None:
+        _check_noise(noise, batch_size, length, what)
+        return noise
+    draw_on = device if generator is None else generator.device
+    drawn = torch.rand(batch_size, length, device=draw_on, generator=generator)
+    return drawn if device is None else drawn.to(device)
+
+
 def _check_keeps_a_token(num_kept: int, mask_ratio: float, sequence_length: int) -> None:
     """Both conventions refuse a ratio that leaves nothing to encode."""
     if num_kept == 0:
@@ -152,14 +170,8 @@ def random_token_mask(
     num_fixed = 0 if mask_class_token else num_prefix_tokens
     num_maskable = sequence_length - num_fixed
     num_keep = num_patches_to_keep(num_maskable, mask_ratio)
-    if noise is None:
-        draw_on = device if generator is None else generator.device
-        noise = torch.rand(batch_size, num_maskable, device=draw_on, generator=generator)
-        if device is not None:
-            noise = noise.to(device)
-    else:
-        what = "L" if mask_class_token else "L_patches"
-        _check_noise(noise, batch_size, num_maskable, what)
+    what = "L" if mask_class_token else "L_patches"
+    noise = _noise_or_draw(noise, batch_size, num_maskable, what, device, generator)
 
     order = torch.argsort(noise, dim=1) + num_fixed
     idx_mask = order[:, num_keep:]
@@ -616,13 +628,7 @@ def random_block_grid_mask(
             f"mask_ratio={mask_ratio} keeps no token at all for {num_patches} patches and no "
             "prefix token; lower mask_ratio"
         )
-    if noise is None:
-        draw_on = device if generator is None else generator.device
-        noise = torch.rand(batch_size, num_patches, device=draw_on, generator=generator)
-        if device is not None:
-            noise = noise.to(device)
-    else:
-        _check_noise(noise, batch_size, num_patches, "h * w")
+    noise = _noise_or_draw(noise, batch_size, num_patches, "h * w", device, generator)
 
     # Patch index of the top-left patch of every patch's block, in row-major patch order.
     rows = torch.arange(grid_h, device=noise.device) // block_size * block_size

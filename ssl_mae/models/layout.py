@@ -21,11 +21,18 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast, overloa
 
 from torch import nn
 
-from ssl_mae.core import MaskedAutoencoder
+from ssl_mae.core import MaskedAutoencoder, MaskedEncoder
 from ssl_mae.loss import MAELoss
 from ssl_mae.modules.decoder import MAEDecoder
 
-__all__ = ["Alias", "CoreBlocks", "CoreFacade", "install_layout", "prefix_layout"]
+__all__ = [
+    "Alias",
+    "CoreBlocks",
+    "CoreFacade",
+    "decoder_for",
+    "install_layout",
+    "prefix_layout",
+]
 
 KeyMap = Callable[[str], str]
 T = TypeVar("T")
@@ -98,6 +105,40 @@ def prefix_layout(pairs: list[tuple[str, str]]) -> tuple[KeyMap, KeyMap]:
         return key
 
     return export_key, import_key
+
+
+def decoder_for(
+    encoder: MaskedEncoder,
+    embed_dim: int,
+    decoder_embed_dim: int,
+    decoder_depth: int,
+    decoder_num_heads: int,
+    **options: Any,
+) -> MAEDecoder:
+    """An :class:`~ssl_mae.modules.MAEDecoder` over the patches of ``encoder``: its patch size,
+    channels, patch grid and prefix tokens, so that a façade states only the decoder's own size.
+
+    Args:
+        encoder: The façade's encoder.
+        embed_dim: Token width of the encoder.
+        decoder_embed_dim: Token width of the decoder.
+        decoder_depth: Number of decoder blocks.
+        decoder_num_heads: Attention heads per decoder block.
+        **options: Further :class:`~ssl_mae.modules.MAEDecoder` arguments (``mlp_ratio``...).
+    """
+    grid_h, grid_w = encoder.grid_size
+    return MAEDecoder(
+        num_patches=grid_h * grid_w,
+        patch_size=encoder.patch_size,
+        in_chans=encoder.in_chans,
+        embed_dim=embed_dim,
+        decoder_embed_dim=decoder_embed_dim,
+        decoder_depth=decoder_depth,
+        decoder_num_heads=decoder_num_heads,
+        num_prefix_tokens=encoder.num_prefix_tokens,
+        grid_size=encoder.grid_size,
+        **options,
+    )
 
 
 class CoreBlocks:

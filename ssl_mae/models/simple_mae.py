@@ -12,8 +12,8 @@ from ssl_mae._validation import check_positive_int
 from ssl_mae.core import MAEOutput, MaskedAutoencoder
 from ssl_mae.loss import MAELoss
 from ssl_mae.masking import get_at_index
-from ssl_mae.models.layout import CoreFacade, install_layout, prefix_layout
-from ssl_mae.modules import MAEDecoder, MaskedEncoderBase, wrap_vit
+from ssl_mae.models.layout import CoreFacade, decoder_for, install_layout, prefix_layout
+from ssl_mae.modules import MaskedEncoderBase, wrap_vit
 
 __all__ = ["SimpleMAE", "SimpleMAEOutput", "fresh_vit"]
 
@@ -96,16 +96,12 @@ class SimpleMAE(CoreFacade, nn.Module):
                 "encoder must be a timm or torchvision VisionTransformer (with a patch "
                 f"embedding) or a MaskedVisionTransformer: {error}"
             ) from None
-        decoder = MAEDecoder(
-            num_patches=wrapped.num_patches,
-            patch_size=wrapped.patch_size,
-            in_chans=wrapped.in_chans,
-            embed_dim=wrapped.embed_dim,
-            decoder_embed_dim=decoder_dim,
-            decoder_depth=decoder_depth,
-            decoder_num_heads=decoder_heads,
-            num_prefix_tokens=wrapped.num_prefix_tokens,
-            grid_size=wrapped.grid_size,
+        decoder = decoder_for(
+            wrapped,
+            wrapped.embed_dim,
+            decoder_dim,
+            decoder_depth,
+            decoder_heads,
             decoder_head_dim=decoder_dim_head,
         )
         self.core = MaskedAutoencoder(wrapped, decoder, MAELoss(norm_pix=norm_pix), masking_ratio)

@@ -102,6 +102,11 @@ class MaskedEncoderBase(nn.Module):
     grad_checkpointing: bool
 
     # --- backend interface -------------------------------------------------------------------
+    @staticmethod
+    @abstractmethod
+    def _check_vit(vit: nn.Module) -> None:
+        """Raises TypeError when ``vit`` is not a model of this backend."""
+
     @property
     @abstractmethod
     def embed_dim(self) -> int:
@@ -168,16 +173,19 @@ class MaskedEncoderBase(nn.Module):
         """Length of the full token sequence (prefix + patches) at the native image size."""
         return self.num_patches + self.num_prefix_tokens
 
-    def _setup(
+    def __init__(
         self,
         vit: nn.Module,
-        mask_token: nn.Parameter | None,
-        weight_initialization: str,
-        pos_embed_initialization: str,
-        antialias: bool,
-        use_mask_token: bool,
+        mask_token: nn.Parameter | None = None,
+        weight_initialization: str = "",
+        antialias: bool = True,
+        pos_embed_initialization: str = "sincos",
+        use_mask_token: bool = True,
     ) -> None:
-        """Constructor body shared by the backends: options, mask token, initialisation."""
+        """The constructor of every backend (arguments documented on each): checks ``vit``
+        (:meth:`_check_vit`) and the options, creates the mask token, initialises."""
+        super().__init__()
+        self._check_vit(vit)
         _check_choice(weight_initialization, "weight_initialization", _WEIGHT_INITIALIZATIONS)
         _check_choice(
             pos_embed_initialization, "pos_embed_initialization", _POS_EMBED_INITIALIZATIONS
@@ -566,16 +574,8 @@ class MaskedVisionTransformer(MaskedEncoderBase):
 
     vit: Any  # timm VisionTransformer; typed loosely because its attributes vary by version
 
-    def __init__(
-        self,
-        vit: nn.Module,
-        mask_token: nn.Parameter | None = None,
-        weight_initialization: str = "",
-        antialias: bool = True,
-        pos_embed_initialization: str = "sincos",
-        use_mask_token: bool = True,
-    ) -> None:
-        super().__init__()
+    @staticmethod
+    def _check_vit(vit: nn.Module) -> None:
         if _is_torchvision_vit(vit):
             raise TypeError(
                 "vit is a torchvision VisionTransformer; wrap it with "
@@ -591,14 +591,6 @@ class MaskedVisionTransformer(MaskedEncoderBase):
         patch_pair = (patch, patch) if isinstance(patch, int) else tuple(patch)
         if patch_pair[0] != patch_pair[1]:
             raise ValueError(f"vit patch_size must be square, got {patch_pair}")
-        self._setup(
-            vit,
-            mask_token,
-            weight_initialization,
-            pos_embed_initialization,
-            antialias,
-            use_mask_token,
-        )
 
     @classmethod
     def from_timm(
@@ -728,28 +720,12 @@ class MaskedVisionTransformerTorchvision(MaskedEncoderBase):
 
     vit: Any  # torchvision VisionTransformer
 
-    def __init__(
-        self,
-        vit: nn.Module,
-        mask_token: nn.Parameter | None = None,
-        weight_initialization: str = "",
-        antialias: bool = True,
-        pos_embed_initialization: str = "sincos",
-        use_mask_token: bool = True,
-    ) -> None:
-        super().__init__()
+    @staticmethod
+    def _check_vit(vit: nn.Module) -> None:
         if not _is_torchvision_vit(vit):
             raise TypeError(
                 f"vit must be a torchvision VisionTransformer, got {type(vit).__name__}"
             )
-        self._setup(
-            vit,
-            mask_token,
-            weight_initialization,
-            pos_embed_initialization,
-            antialias,
-            use_mask_token,
-        )
 
     def _initialize_weights(self) -> None:
         init_patch_projection(self.vit.conv_proj.weight)

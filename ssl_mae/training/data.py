@@ -20,7 +20,7 @@ import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytorch_lightning as pl
 import torch
@@ -303,6 +303,17 @@ class ResidentDataLoader(_Position, GPUResidentLoader):
             yield [self.images.index_select(0, rows), self.labels.index_select(0, rows), seed]
 
 
+class _Order(TypedDict):
+    """What fixes a training loader's batches and their seeds: :class:`ResumableDataLoader` and
+    :class:`ResidentDataLoader` given the same order yield the same batches."""
+
+    shuffle: bool
+    seed: int
+    drop_last: bool
+    num_replicas: int
+    rank: int
+
+
 def training_images(
     dataset: str, root: str | Path | None, img_size: int, limit: int = 0
 ) -> Subset[Any]:
@@ -360,25 +371,14 @@ def training_loader(
         num_replicas: Number of processes sharing every epoch (DDP).
         rank: This process's rank.
     """
+    order = _Order(
+        shuffle=True, seed=seed, drop_last=drop_last, num_replicas=num_replicas, rank=rank
+    )
     if gpu_data:
         return ResidentDataLoader(
-            *decode_images(dataset, num_workers),
-            batch_size,
-            device=device,
-            seed=seed,
-            drop_last=drop_last,
-            num_replicas=num_replicas,
-            rank=rank,
+            *decode_images(dataset, num_workers), batch_size, device=device, **order
         )
-    return ResumableDataLoader(
-        dataset,
-        batch_size,
-        seed=seed,
-        drop_last=drop_last,
-        num_replicas=num_replicas,
-        rank=rank,
-        num_workers=num_workers,
-    )
+    return ResumableDataLoader(dataset, batch_size, **order, num_workers=num_workers)
 
 
 class PretrainDataModule(pl.LightningDataModule):
@@ -457,16 +457,18 @@ class PretrainDataModule(pl.LightningDataModule):
             return 1, 0
         return int(trainer.world_size), int(trainer.global_rank)
 
-    def _loader(self, dataset: Dataset[Any], train: bool) -> ResumableDataLoader:
+    def _order(self, train: bool) -> _Order:
+        """Training batches: shuffled, full; validation batches: in order, all images."""
         world_size, rank = self._world()
+        return _Order(
+            shuffle=train, seed=self.seed, drop_last=train, num_replicas=world_size, rank=rank
+        )
+
+    def _loader(self, dataset: Dataset[Any], train: bool) -> ResumableDataLoader:
         return ResumableDataLoader(
             dataset,
             self.batch_size,
-            shuffle=train,
-            seed=self.seed,
-            drop_last=train,
-            num_replicas=world_size,
-            rank=rank,
+            **self._order(train),
             num_workers=self.num_workers,
             persistent_workers=train and self.num_workers > 0,
         )
@@ -479,15 +481,8 @@ class PretrainDataModule(pl.LightningDataModule):
                 self._decoded = decode_images(self.train_set, self.num_workers)
             trainer = self.trainer
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-            world_size, rank = self._world()
             self._train_loader = ResidentDataLoader(
-                *self._decoded,
-                self.batch_size,
-                device=device,
-                seed=self.seed,
-                drop_last=True,
-                num_replicas=world_size,
-                rank=rank,
+                *self._decoded, self.batch_size, device=device, **self._order(train=True)
             )
         if self._pending_position is not None:
             self._train_loader.load_state_dict(self._pending_position)

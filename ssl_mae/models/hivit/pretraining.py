@@ -12,9 +12,8 @@ from ssl_mae._validation import check_bool, check_positive_float
 from ssl_mae.core import MAEOutput, MaskedAutoencoder
 from ssl_mae.loss import MAELoss
 from ssl_mae.models.hivit.backbone import MAEHiViT
-from ssl_mae.models.layout import CoreFacade, install_layout, prefix_layout
+from ssl_mae.models.layout import CoreFacade, decoder_for, install_layout, prefix_layout
 from ssl_mae.models.presets import HIVIT_MAE_PRESETS
-from ssl_mae.modules.decoder import MAEDecoder
 
 __all__ = ["HiViTMAEForPreTraining"]
 
@@ -75,17 +74,13 @@ class HiViTMAEForPreTraining(CoreFacade, nn.Module):
             mask_ratio=mask_ratio,
             in_chans=in_chans,
         )
-        decoder = MAEDecoder(
-            num_patches=backbone.num_patches,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=backbone.embed_dims,
-            decoder_embed_dim=decoder_embed_dim,
-            decoder_depth=decoder_depth,
-            decoder_num_heads=decoder_num_heads,
-            num_prefix_tokens=0,
+        decoder = decoder_for(
+            backbone,
+            backbone.embed_dims,
+            decoder_embed_dim,
+            decoder_depth,
+            decoder_num_heads,
             mlp_ratio=decoder_mlp_ratio,
-            grid_size=backbone.grid_size,
         )
         loss = MAELoss(norm_pix=norm_pix_loss)
         self.core = MaskedAutoencoder(backbone, decoder, loss, mask_ratio)
