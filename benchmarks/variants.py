@@ -44,8 +44,11 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fashion_mnist
+
 from ssl_mae.core import MaskedAutoencoder, as_masked_autoencoder
-from ssl_mae.data import load_fashion_mnist
 from ssl_mae.evaluation import knn_accuracy, pool_tokens, train_linear_probe
 from ssl_mae.masking import random_token_mask
 from ssl_mae.models.presets import PRETRAIN_PRESETS, build_model
@@ -128,28 +131,64 @@ class LightlyMAECore(nn.Module):
 Core = MaskedAutoencoder | LightlyMAECore
 
 
-def parse_row(name: str) -> tuple[str, float]:
-    """``"PRESET"`` or ``"PRESET@decode=R"`` (decode a share R of the masked tokens) ->
-    ``(preset, decode_ratio)``; 1.0 stands for "as the preset says" when no ``@`` is given."""
-    preset, _, option = name.partition("@")
-    if not option:
-        return preset, 1.0
-    key, _, value = option.partition("=")
-    if key != "decode" or not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"row {name!r}: expected PRESET@decode=R with R in (0, 1]")
-    return preset, float(value)
+AS_PRESET = "preset"  # Row.encoder_layers when the row does not name them
+
+
+class Row(NamedTuple):
+    """What a ``--presets`` entry asks for: a preset and the options it overrides."""
+
+    preset: str
+    decode_ratio: float | None = None  # None: the preset's own share (CrossMAE: 0.25)
+    encoder_layers: tuple[int, ...] | str | None = AS_PRESET
+
+
+def _parse_layers(name: str, value: str) -> tuple[int, ...] | None:
+    if value == "none":
+        return None
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise ValueError(
+            f"row {name!r}: expected @layers=none or comma-separated encoder layers, e.g. -1,-1"
+        ) from None
+
+
+def parse_row(name: str) -> Row:
+    """``"PRESET"`` plus any of ``"@decode=R"`` (decode a share R of the masked tokens) and
+    ``"@layers=I,J"`` / ``"@layers=none"`` (the encoder layer each CrossMAE decoder block reads;
+    none: all read the encoder output) -> :class:`Row`. What a row does not name stays as the
+    preset says."""
+    preset, *options = name.split("@")
+    row = Row(preset)
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == "decode":
+            ratio = float(value) if value else math.nan
+            if not 0.0 < ratio <= 1.0:
+                raise ValueError(f"row {name!r}: expected PRESET@decode=R with R in (0, 1]")
+            row = row._replace(decode_ratio=ratio)
+        elif key == "layers":
+            row = row._replace(encoder_layers=_parse_layers(name, value))
+        else:
+            raise ValueError(f"row {name!r}: unknown option {key!r}; known: decode, layers")
+    return row
 
 
 def build_core(name: str, seed: int) -> Core:
     """The core of a row for 28x28 grayscale images, initialised from ``seed``: a registry
-    preset (optionally ``@decode=R``, partial decoding through the core) or :data:`LIGHTLY`."""
+    preset (with the row's overrides, see :func:`parse_row`) or :data:`LIGHTLY`."""
     torch.manual_seed(seed)
     if name == LIGHTLY:
         return LightlyMAECore()
-    preset, decode_ratio = parse_row(name)
-    core = as_masked_autoencoder(build_model(preset, img_size=28, in_chans=1))
-    if "@" in name:  # otherwise the preset's own share stays (CrossMAE: 0.25)
-        core.decode_ratio = decode_ratio
+    row = parse_row(name)
+    overrides: dict[str, Any] = {"img_size": 28, "in_chans": 1}
+    if row.encoder_layers != AS_PRESET:
+        if PRETRAIN_PRESETS[row.preset].config.get("decoder") != "cross":
+            raise ValueError(f"row {name!r}: @layers needs a CrossMAE preset (decoder='cross')")
+        overrides["encoder_layers"] = row.encoder_layers
+    core = as_masked_autoencoder(build_model(row.preset, **overrides))
+    if row.decode_ratio is not None:
+        core.decode_ratio = row.decode_ratio
     return core
 
 
@@ -310,7 +349,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     budget = f"{epochs} epochs" if epochs else f"Budget {result['config']['budget_s']} s"
     lines = [
         f"{budget} of pretraining per run, seeds "
-        f"{result['config']['seeds']}; spread = max - min over seeds.",
+        f"{result['config']['seeds']}; spread = max - min over seeds; evaluated on the "
+        f"{result['config'].get('split', 'test')} split.",
         "",
         "| variant | pool | steps | pretrain s | img/s | train GFLOP/img | kNN top-1 | "
         "linear top-1 |",
@@ -363,13 +403,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--test-subset", type=int, default=None)
     parser.add_argument("--data-root", default=None)
+    parser.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="evaluate on the official test split, or on the last --val-size training images "
+        "held out of pretraining (to choose a variant's options without reading the test split)",
+    )
+    parser.add_argument("--val-size", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--name", default="variants", help="stem of the JSON and Markdown files")
     args = parser.parse_args(argv)
-    unknown = [p for p in args.presets if p != LIGHTLY and parse_row(p)[0] not in PRETRAIN_PRESETS]
+    try:
+        rows = [parse_row(p) for p in args.presets if p != LIGHTLY]
+    except ValueError as error:
+        parser.error(f"--presets: {error}")
+    unknown = [row.preset for row in rows if row.preset not in PRETRAIN_PRESETS]
     if unknown:
         parser.error(f"--presets: unknown presets {unknown}")
+    if args.split == "val" and args.val_size < 1:
+        parser.error(f"--val-size must be >= 1, got {args.val_size}")
     if not args.budget_s > 0:
         parser.error(f"--budget-s must be > 0, got {args.budget_s}")
     if args.epochs is not None and args.epochs < 1:
@@ -377,11 +431,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load(train: bool, subset: int | None, root: str | None) -> tuple[Tensor, Tensor]:
-    images, labels = load_fashion_mnist(train=train, root=root, download=False)
-    if subset is not None:
-        images, labels = images[:subset], labels[:subset]
-    return images.unsqueeze(1).contiguous(), labels
+def load_data(args: argparse.Namespace) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``(train, evaluation)`` as (images (N, 1, 28, 28) uint8, labels (N,)): the official split,
+    or (``--split val``) the training images minus the last ``--val-size`` and those held-out
+    images, the same cut as ``fashion_mnist.py --split val`` (the test split is then not read)."""
+    train, evaluation = fashion_mnist.load_splits(args)
+    return (train.images, train.labels), (evaluation.images, evaluation.labels)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -390,8 +445,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    train = load(True, args.train_subset, args.data_root)
-    test = load(False, args.test_subset, args.data_root)
+    train, test = load_data(args)
     if args.epochs is None:
         steps_per_s = measure_throughput(args.presets, train[0], args)
         steps = {name: max(1, int(args.budget_s * rate)) for name, rate in steps_per_s.items()}
@@ -419,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "load_average_start": load_before,
             "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         },
+        "train_images": train[0].shape[0],
+        "evaluation_images": test[0].shape[0],
         "calibration_steps_per_s": steps_per_s,
         "runs": runs,
         "wall_time_s": time.perf_counter() - start,

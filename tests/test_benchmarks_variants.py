@@ -68,8 +68,8 @@ def test_equal_epochs_gives_every_variant_the_same_steps(bench: ModuleType, tmp_
 
 
 def test_rows_name_a_preset_a_decode_ratio_or_lightly(bench: ModuleType) -> None:
-    assert bench.parse_row("mae_vit_micro_patch7") == ("mae_vit_micro_patch7", 1.0)
-    assert bench.parse_row("mae_vit_micro_patch7@decode=0.25") == ("mae_vit_micro_patch7", 0.25)
+    assert bench.parse_row("mae_vit_micro_patch7") == ("mae_vit_micro_patch7", None, "preset")
+    assert bench.parse_row("mae_vit_micro_patch7@decode=0.25").decode_ratio == 0.25
     with pytest.raises(ValueError, match="PRESET@decode=R"):
         bench.parse_row("mae_vit_micro_patch7@decode=0")
     with pytest.raises(SystemExit):
@@ -82,3 +82,45 @@ def test_rows_name_a_preset_a_decode_ratio_or_lightly(bench: ModuleType) -> None
     loss = core(images, generator=torch.Generator().manual_seed(0)).loss
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert core.encoder.encode(images).shape == (2, 17, 128)
+
+
+def test_rows_choose_the_encoder_layers_crossmae_reads(bench: ModuleType) -> None:
+    assert bench.build_core("mae_crossmae_micro_patch7", 0).decoder.encoder_layers == (2, -1)
+    core = bench.build_core("mae_crossmae_micro_patch7@layers=3,-1", 0)
+    assert core.decoder.encoder_layers == (3, -1) and core.decode_ratio == 0.25
+    # Every block reading the encoder output is the decoder's default (no hidden states).
+    assert (
+        bench.build_core("mae_crossmae_micro_patch7@layers=-1,-1", 0).decoder.encoder_layers is None
+    )
+    both = bench.build_core("mae_crossmae_micro_patch7@decode=0.5@layers=none", 0)
+    assert both.decoder.encoder_layers is None and both.decode_ratio == 0.5
+    for bad in ("@layers=a,b", "@layer=-1,-1", "@layers=1"):
+        with pytest.raises(ValueError):
+            bench.build_core(f"mae_crossmae_micro_patch7{bad}", 0)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--presets", "mae_crossmae_micro_patch7@layers=x"])
+    with pytest.raises(ValueError, match="needs a CrossMAE preset"):  # MAE's decoder reads one
+        bench.build_core("mae_vit_micro_patch7@layers=-1,-1", 0)
+
+
+def test_the_validation_split_holds_out_training_images_and_never_reads_the_test_split(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = []
+    real_load = bench.fashion_mnist.load_fashion_mnist
+
+    def recording_load(*args: object, **kwargs: object) -> object:
+        loaded.append(kwargs.get("train"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(bench.fashion_mnist, "load_fashion_mnist", recording_load)
+    tiny = [*TINY[TINY.index("--budget-s") :], "--presets", "mae_vit_micro_patch7_dec1"]
+    result = bench.main([*tiny, "--epochs", "1", "--split", "val", "--val-size", "64",
+                         "--output-dir", str(tmp_path)])  # fmt: skip
+    assert loaded == [True]
+    # 256 training images minus the 64 held out: 192 images, 3 steps of 64.
+    assert result["train_images"] == 192 and result["evaluation_images"] == 64
+    assert [run["steps"] for run in result["runs"]] == [3]
+    assert "evaluated on the val split" in (tmp_path / "variants.md").read_text()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--split", "val", "--val-size", "0"])
