@@ -34,8 +34,9 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -131,15 +132,22 @@ class LightlyMAECore(nn.Module):
 Core = MaskedAutoencoder | LightlyMAECore
 
 
-AS_PRESET = "preset"  # Row.encoder_layers when the row does not name them
-
-
 class Row(NamedTuple):
-    """What a ``--presets`` entry asks for: a preset and the options it overrides."""
+    """What a ``--presets`` entry asks for: a preset, a decoding share and preset options."""
 
     preset: str
     decode_ratio: float | None = None  # None: the preset's own share (CrossMAE: 0.25)
-    encoder_layers: tuple[int, ...] | str | None = AS_PRESET
+    model_overrides: Mapping[str, Any] = MappingProxyType({})  # preset keys the row replaces
+
+
+def _parse_decode(name: str, value: str) -> float:
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = math.nan
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"row {name!r}: expected PRESET@decode=R with R in (0, 1]")
+    return ratio
 
 
 def _parse_layers(name: str, value: str) -> tuple[int, ...] | None:
@@ -159,19 +167,16 @@ def parse_row(name: str) -> Row:
     none: all read the encoder output) -> :class:`Row`. What a row does not name stays as the
     preset says."""
     preset, *options = name.split("@")
-    row = Row(preset)
+    decode_ratio, overrides = None, {}
     for option in options:
         key, _, value = option.partition("=")
         if key == "decode":
-            ratio = float(value) if value else math.nan
-            if not 0.0 < ratio <= 1.0:
-                raise ValueError(f"row {name!r}: expected PRESET@decode=R with R in (0, 1]")
-            row = row._replace(decode_ratio=ratio)
+            decode_ratio = _parse_decode(name, value)
         elif key == "layers":
-            row = row._replace(encoder_layers=_parse_layers(name, value))
+            overrides["encoder_layers"] = _parse_layers(name, value)
         else:
             raise ValueError(f"row {name!r}: unknown option {key!r}; known: decode, layers")
-    return row
+    return Row(preset, decode_ratio, MappingProxyType(overrides))
 
 
 def build_core(name: str, seed: int) -> Core:
@@ -181,12 +186,12 @@ def build_core(name: str, seed: int) -> Core:
     if name == LIGHTLY:
         return LightlyMAECore()
     row = parse_row(name)
-    overrides: dict[str, Any] = {"img_size": 28, "in_chans": 1}
-    if row.encoder_layers != AS_PRESET:
-        if PRETRAIN_PRESETS[row.preset].config.get("decoder") != "cross":
-            raise ValueError(f"row {name!r}: @layers needs a CrossMAE preset (decoder='cross')")
-        overrides["encoder_layers"] = row.encoder_layers
-    core = as_masked_autoencoder(build_model(row.preset, **overrides))
+    reads_layers = "encoder_layers" in row.model_overrides
+    if reads_layers and PRETRAIN_PRESETS[row.preset].config.get("decoder") != "cross":
+        raise ValueError(f"row {name!r}: @layers needs a CrossMAE preset (decoder='cross')")
+    core = as_masked_autoencoder(
+        build_model(row.preset, img_size=28, in_chans=1, **row.model_overrides)
+    )
     if row.decode_ratio is not None:
         core.decode_ratio = row.decode_ratio
     return core

@@ -68,10 +68,11 @@ def test_equal_epochs_gives_every_variant_the_same_steps(bench: ModuleType, tmp_
 
 
 def test_rows_name_a_preset_a_decode_ratio_or_lightly(bench: ModuleType) -> None:
-    assert bench.parse_row("mae_vit_micro_patch7") == ("mae_vit_micro_patch7", None, "preset")
+    assert bench.parse_row("mae_vit_micro_patch7") == ("mae_vit_micro_patch7", None, {})
     assert bench.parse_row("mae_vit_micro_patch7@decode=0.25").decode_ratio == 0.25
-    with pytest.raises(ValueError, match="PRESET@decode=R"):
-        bench.parse_row("mae_vit_micro_patch7@decode=0")
+    for bad in ("0", "", "half"):
+        with pytest.raises(ValueError, match="PRESET@decode=R"):
+            bench.parse_row(f"mae_vit_micro_patch7@decode={bad}")
     with pytest.raises(SystemExit):
         bench.parse_args(["--presets", "no_such_preset"])
     # A preset keeps its own decoding share unless the row overrides it.
